@@ -1,0 +1,26 @@
+"""One error hierarchy: every failure the daemon reports on purpose is a DetectorError."""
+
+
+class DetectorError(Exception):
+    """Base of all errors raised on purpose by detector."""
+
+
+class ConfigError(DetectorError):
+    """The configuration is invalid; the message is one line naming the key."""
+
+
+class InvalidEvent(DetectorError):
+    """An event failed decoding or validation; `reason` is a short metric-safe label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ModelError(DetectorError):
+    """A model artifact is missing, corrupt or incompatible with the running config."""
+
+
+class KafkaUnavailable(DetectorError):
+    """The broker could not be reached or refused an operation the daemon needs."""

@@ -1,0 +1,212 @@
+"""Features from config: decode and validate one event, then turn a batch into a float32 matrix.
+
+    spec = FeatureSpec.from_config(settings.features)
+    parsed = spec.parse(raw_bytes)            # ParsedEvent, or raises InvalidEvent(reason, detail)
+    base = spec.base_matrix([parsed, ...])    # (n, F) with the per-stream columns left NaN
+
+Columns, in order: numeric fields (after transform and clipping), per-stream derived features
+(log seconds since the stream's previous event; log amount relative to the stream's running
+median), time features (hour-of-day and day-of-week as sin/cos), then one hashed one-hot block
+per categorical field. The per-stream columns need the stream's state and are filled in order by
+`derive` (called by the scorer), which is why they are NaN in `base_matrix`.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import orjson
+
+from detector.config import FeaturesConfig
+from detector.exceptions import InvalidEvent
+
+MAX_ID_LENGTH = 256
+# The running median moves by at most this many log units per event (robust to one-off outliers)
+# with this gain; 0.2 follows a stable spend level within ~10 events.
+MEDIAN_GAIN = 0.2
+MEDIAN_MAX_STEP = 0.5
+_HASH_CACHE_LIMIT = 100_000  # distinct categorical values cached; beyond it we hash each time
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEvent:
+    stream_id: str
+    event_id: str
+    ts: float  # seconds since the Unix epoch, UTC
+    numeric: tuple[float, ...]
+    buckets: tuple[int, ...]
+    record: dict[str, Any]
+
+
+def parse_timestamp(value: Any) -> float:
+    if isinstance(value, bool):
+        raise InvalidEvent("wrong_type", "timestamp is a boolean")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise InvalidEvent("non_finite", "timestamp is not finite")
+        return float(value)
+    if not isinstance(value, str) or len(value) > 64:
+        raise InvalidEvent("bad_timestamp", "timestamp must be ISO-8601 text or epoch seconds")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent("bad_timestamp", f"not ISO-8601: {value[:40]!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+class FeatureSpec:
+    def __init__(self, cfg: FeaturesConfig) -> None:
+        self.cfg = cfg
+        self.numeric = cfg.numeric
+        self.categorical = cfg.categorical
+        names = [f.name for f in cfg.numeric]
+        if cfg.log_seconds_since_previous:
+            names.append("log_seconds_since_previous")
+        if cfg.relative_to_median:
+            names.append(f"{cfg.relative_to_median}_vs_median")
+        if cfg.hour_of_day:
+            names += ["hour_sin", "hour_cos"]
+        if cfg.day_of_week:
+            names += ["dow_sin", "dow_cos"]
+        self.n_numeric = len(cfg.numeric)
+        self.dt_col = names.index("log_seconds_since_previous") if cfg.log_seconds_since_previous else -1
+        self.med_col = names.index(f"{cfg.relative_to_median}_vs_median") if cfg.relative_to_median else -1
+        self.med_src = [f.name for f in cfg.numeric].index(cfg.relative_to_median) if cfg.relative_to_median else -1
+        self.time_col = len(names) - 2 * (cfg.hour_of_day + cfg.day_of_week)
+        self.cat_offsets: list[int] = []
+        for c in cfg.categorical:
+            self.cat_offsets.append(len(names))
+            names += [f"{c.name}={b}" for b in range(c.buckets)]
+        self.names: tuple[str, ...] = tuple(names)
+        self.n_features = len(names)
+        self._hash_cache: list[dict[str, int]] = [{} for _ in cfg.categorical]
+
+    @classmethod
+    def from_config(cls, cfg: FeaturesConfig) -> FeatureSpec:
+        return cls(cfg)
+
+    def describe(self) -> dict[str, Any]:
+        """What a model artifact records to detect a mismatch with the running config."""
+        return {"config": self.cfg.model_dump(mode="json"), "names": list(self.names)}
+
+    def _bucket(self, i: int, value: str, buckets: int) -> int:
+        cache = self._hash_cache[i]
+        b = cache.get(value)
+        if b is None:
+            # crc32, not hash(): Python salts str hashes per process, models must not depend on it.
+            b = zlib.crc32(value.encode("utf-8", "surrogatepass")) % buckets
+            if len(cache) < _HASH_CACHE_LIMIT:
+                cache[value] = b
+        return b
+
+    def decode(self, raw: bytes, max_bytes: int) -> dict[str, Any]:
+        if len(raw) > max_bytes:
+            raise InvalidEvent("oversized", f"{len(raw)} bytes > max_event_bytes {max_bytes}")
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent("undecodable", str(exc)[:120]) from None
+        if not isinstance(obj, dict):
+            raise InvalidEvent("not_an_object", f"top level is {type(obj).__name__}")
+        return obj
+
+    def validate(self, rec: dict[str, Any]) -> ParsedEvent:
+        cfg = self.cfg
+        ids = []
+        for key in (cfg.stream_field, cfg.event_id_field):
+            v = rec.get(key)
+            if v is None:
+                raise InvalidEvent("missing_field", key)
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise InvalidEvent("wrong_type", f"{key} must be a string")
+            s = str(v)
+            if not s or len(s) > MAX_ID_LENGTH:
+                raise InvalidEvent("bad_id", f"{key} must have 1..{MAX_ID_LENGTH} characters")
+            ids.append(s)
+        if cfg.time_field not in rec:
+            raise InvalidEvent("missing_field", cfg.time_field)
+        ts = parse_timestamp(rec[cfg.time_field])
+        nums = []
+        for f in self.numeric:
+            v = rec.get(f.name)
+            if v is None:
+                raise InvalidEvent("missing_field", f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InvalidEvent("wrong_type", f"{f.name} must be a number")
+            x = float(v)
+            if not math.isfinite(x):
+                raise InvalidEvent("non_finite", f.name)
+            if f.transform == "log1p":
+                if x <= -1:
+                    raise InvalidEvent("out_of_range", f"{f.name} must be > -1 for log1p")
+                x = math.log1p(x)
+            if f.clip is not None:
+                x = min(max(x, f.clip[0]), f.clip[1])
+            nums.append(x)
+        buckets = []
+        for i, c in enumerate(self.categorical):
+            v = rec.get(c.name)
+            if v is None:
+                raise InvalidEvent("missing_field", c.name)
+            if not isinstance(v, str):
+                raise InvalidEvent("wrong_type", f"{c.name} must be a string")
+            buckets.append(self._bucket(i, v, c.buckets))
+        return ParsedEvent(ids[0], ids[1], ts, tuple(nums), tuple(buckets), rec)
+
+    def parse(self, raw: bytes, max_bytes: int = 1 << 20) -> ParsedEvent:
+        return self.validate(self.decode(raw, max_bytes))
+
+    def base_matrix(self, events: list[ParsedEvent]) -> np.ndarray:
+        """Stateless columns of a batch; per-stream columns are NaN until `derive` fills them."""
+        n = len(events)
+        x = np.full((n, self.n_features), np.nan, dtype=np.float32)
+        if n == 0:
+            return x
+        if self.n_numeric:
+            x[:, : self.n_numeric] = np.array([e.numeric for e in events], dtype=np.float32)
+        ts = np.array([e.ts for e in events])
+        col = self.time_col
+        if self.cfg.hour_of_day:
+            a = 2 * np.pi * (ts % 86400.0) / 86400.0
+            x[:, col], x[:, col + 1] = np.sin(a), np.cos(a)
+            col += 2
+        if self.cfg.day_of_week:
+            # 1970-01-01 was a Thursday: shift so Monday is day 0.
+            a = 2 * np.pi * (((ts / 86400.0) + 3) % 7) / 7
+            x[:, col], x[:, col + 1] = np.sin(a), np.cos(a)
+        if self.categorical:
+            b = np.array([e.buckets for e in events], dtype=np.int64)
+            rows = np.arange(n)
+            for i, off in enumerate(self.cat_offsets):
+                x[:, off : off + self.categorical[i].buckets] = 0.0
+                x[rows, off + b[:, i]] = 1.0
+        return x
+
+    def derive(self, x: np.ndarray, ts: np.ndarray, last_ts: np.ndarray, median: np.ndarray,
+               seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fill the per-stream columns of rows that each belong to a distinct stream.
+
+        `last_ts`, `median` and `seen` are that stream's state before these events; returns the
+        new (last_ts, median). A stream's first event gets NaN (normalised to the mean, i.e. 0).
+        """
+        if self.dt_col >= 0:
+            dt = np.maximum(ts - last_ts, 0.0)
+            x[:, self.dt_col] = np.where(seen, np.log1p(dt), np.nan)
+        new_median = median
+        if self.med_col >= 0:
+            v = x[:, self.med_src]
+            x[:, self.med_col] = np.where(seen, v - median, np.nan)
+            step = np.clip(v - median, -MEDIAN_MAX_STEP, MEDIAN_MAX_STEP) * MEDIAN_GAIN
+            new_median = np.where(seen, median + step, v).astype(np.float32)
+        return ts.copy(), new_median
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)

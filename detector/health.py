@@ -1,0 +1,79 @@
+"""One HTTP port: /metrics (Prometheus text), /healthz (loop alive), /readyz (ready to score).
+
+    with HealthServer(registry, state, host="127.0.0.1", port=9108) as srv:
+        srv.port   # the bound port (useful with port=0)
+
+Serves nothing else (404). Runs in a daemon thread; the loop only updates `HealthState`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+@dataclass
+class HealthState:
+    # The loop polls at least every poll_timeout (100 ms); 30 s without an iteration means stuck.
+    stuck_after_seconds: float = 30.0
+    ready: bool = False
+    reason: str = "starting"
+    last_beat: float = field(default_factory=time.monotonic)
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_beat < self.stuck_after_seconds
+
+
+class HealthServer:
+    def __init__(self, registry: CollectorRegistry, state: HealthState, host: str, port: int) -> None:
+        self.registry, self.state = registry, state
+        self.host, self.requested_port = host, port
+        self.port = port
+        self._server: ThreadingHTTPServer | None = None
+
+    def __enter__(self) -> HealthServer:
+        registry, state = self.registry, self.state
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    ok = state.alive()
+                    self._send(200 if ok else 503, b"ok\n" if ok else b"loop stuck\n")
+                elif path == "/readyz":
+                    ok = state.ready and state.alive()
+                    self._send(200 if ok else 503, b"ready\n" if ok else f"not ready: {state.reason}\n".encode())
+                else:
+                    self._send(404, b"not found\n")
+
+            def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - scrapes are not log lines
+                return
+
+        self._server = ThreadingHTTPServer((self.host, self.requested_port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True).start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

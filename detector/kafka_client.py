@@ -1,0 +1,66 @@
+"""kafka-python plumbing shared by the source, the sink, replay and topic creation.
+
+    opts = client_options(settings.kafka)       # bootstrap + TLS/SASL in kafka-python's names
+    ensure_topics(settings.kafka, ["events", "alerts"])
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from detector.config import KafkaConfig
+from detector.exceptions import KafkaUnavailable
+
+log = logging.getLogger(__name__)
+# 10 s: long enough for a broker on a loaded 2-core machine, short enough to fail fast at startup.
+REQUEST_TIMEOUT_MS = 10_000
+
+
+def client_options(cfg: KafkaConfig) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "bootstrap_servers": cfg.bootstrap_servers.split(","),
+        "security_protocol": cfg.security_protocol,
+        "client_id": f"detector-{cfg.group_id}",
+    }
+    if cfg.sasl_mechanism:
+        opts["sasl_mechanism"] = cfg.sasl_mechanism
+        opts["sasl_plain_username"] = cfg.sasl_username
+        opts["sasl_plain_password"] = cfg.sasl_password.get_secret_value() if cfg.sasl_password else None
+    if cfg.ssl_cafile:
+        opts["ssl_cafile"] = str(cfg.ssl_cafile)
+    if cfg.ssl_certfile:
+        opts["ssl_certfile"] = str(cfg.ssl_certfile)
+    if cfg.ssl_keyfile:
+        opts["ssl_keyfile"] = str(cfg.ssl_keyfile)
+    return opts
+
+
+def ensure_topics(cfg: KafkaConfig, topics: Iterable[str], compacted: Iterable[str] = ()) -> list[str]:
+    """Create the missing topics (partitions and replication from config); returns those created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    compact = set(compacted)
+    try:
+        admin = KafkaAdminClient(request_timeout_ms=REQUEST_TIMEOUT_MS, **client_options(cfg))
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot reach Kafka at {cfg.bootstrap_servers}: {exc}") from None
+    try:
+        existing = set(admin.list_topics())
+        wanted = [t for t in dict.fromkeys(topics) if t not in existing]
+        new = [
+            NewTopic(t, cfg.partitions, cfg.replication_factor,
+                     topic_configs={"cleanup.policy": "compact"} if t in compact else {})
+            for t in wanted
+        ]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another instance of the group created it first
+            log.info("created topics %s", wanted)
+        return wanted
+    finally:
+        admin.close()

@@ -1,0 +1,180 @@
+"""The Keras LSTM autoencoder: build, train with carried state, save and load one artifact.
+
+    art = train(settings, train_x_seqs, val_x_seqs, log=print)   # see detector.training
+    save_artifact(art, Path("models/default"))
+    art = load_artifact(Path("models/default"), spec)             # ModelError when incompatible
+
+The Keras model maps (x[B,T,F], h0[B,U], c0[B,U]) to (y[B,T,W*F], h_T, c_T): an LSTM whose
+state is passed in and out, so training runs truncated BPTT over consecutive chunks of each
+stream with the state carried across chunks, exactly the semantics of the streaming scorer; and a
+Dense decoder that, from each step's h, reconstructs the last W normalised vectors and predicts
+the next one (the second head).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector import __version__
+from detector.exceptions import ModelError
+from detector.features import FeatureSpec
+from detector.scoring import LstmWeights, Normalizer
+from detector.threshold import Threshold
+
+FORMAT_VERSION = 1
+_FORBIDDEN_SUFFIXES = (".pkl", ".pickle", ".joblib", ".npy", ".npz")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    weights: LstmWeights
+    norm: Normalizer
+    threshold: Threshold
+    metadata: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["version"])
+
+    @property
+    def window(self) -> int:
+        return int(self.metadata["window"])
+
+    @property
+    def prediction_weight(self) -> float:
+        return float(self.metadata.get("prediction_weight", 0.0))
+
+
+def keras_env() -> Any:
+    """Import Keras lazily (TensorFlow costs ~2 s and 500 MB), deterministic ops on."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    return keras
+
+
+def build_model(n_features: int, units: int, window: int, seed: int) -> Any:
+    keras = keras_env()
+    init = keras.initializers
+    x = keras.Input((None, n_features), name="x")
+    h0 = keras.Input((units,), name="h0")
+    c0 = keras.Input((units,), name="c0")
+    seq, h, c = keras.layers.LSTM(
+        units, return_sequences=True, return_state=True, name="lstm",
+        kernel_initializer=init.GlorotUniform(seed=seed),
+        recurrent_initializer=init.Orthogonal(seed=seed + 1),
+    )(x, initial_state=[h0, c0])
+    y = keras.layers.Dense((window + 1) * n_features, name="decoder",
+                           kernel_initializer=init.GlorotUniform(seed=seed + 2))(seq)
+    return keras.Model([x, h0, c0], [y, h, c], name="lstm_autoencoder")
+
+
+def weights_of(model: Any) -> LstmWeights:
+    k, r, b = (np.asarray(a, dtype=np.float32) for a in model.get_layer("lstm").get_weights())
+    dk, db = (np.asarray(a, dtype=np.float32) for a in model.get_layer("decoder").get_weights())
+    return LstmWeights(k, r, b, dk, db)
+
+
+def version_of(weights: LstmWeights, described: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for a in (weights.kernel, weights.recurrent, weights.bias, weights.dec_kernel, weights.dec_bias):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(json.dumps(described, sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def make_metadata(model: Any, spec: FeatureSpec, norm: Normalizer, threshold: Threshold, window: int,
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    keras = keras_env()
+    import tensorflow as tf
+
+    weights = weights_of(model)
+    described = spec.describe()
+    return {
+        "format_version": FORMAT_VERSION,
+        "version": version_of(weights, {**described, "window": window}),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "detector_version": __version__,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "features": described,
+        "window": window,
+        "units": weights.units,
+        "normalization": {"mean": norm.mean.tolist(), "std": norm.std.tolist()},
+        "threshold": threshold.to_dict(),
+        **extra,
+    }
+
+
+def save_artifact(model: Any, metadata: dict[str, Any], out: Path) -> None:
+    """Write model.keras and metadata.json into `out` (created), replacing them atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".model.keras.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, out / "model.keras")
+    meta_tmp = out / ".metadata.json.tmp"
+    meta_tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    os.replace(meta_tmp, out / "metadata.json")
+
+
+def _spec_difference(saved: dict[str, Any], running: dict[str, Any]) -> str | None:
+    if saved == running:
+        return None
+    a, b = saved.get("config", {}), running.get("config", {})
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if keys:
+        k = keys[0]
+        return f"features.{k}: model has {a.get(k)!r}, config has {b.get(k)!r}"
+    return "feature names differ"
+
+
+def load_artifact(path: Path, spec: FeatureSpec | None = None) -> Artifact:
+    """Load with Keras safe mode; refuse pickles, Lambda layers and a mismatched feature spec."""
+    path = Path(path)
+    meta_file, model_file = path / "metadata.json", path / "model.keras"
+    if not meta_file.is_file() or not model_file.is_file():
+        raise ModelError(f"model folder {path} lacks model.keras or metadata.json")
+    forbidden = [p.name for p in path.iterdir() if p.suffix in _FORBIDDEN_SUFFIXES]
+    if forbidden:
+        raise ModelError(f"model folder {path} contains refused files: {', '.join(sorted(forbidden))}")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{meta_file}: unreadable metadata ({exc})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{meta_file}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if spec is not None:
+        diff = _spec_difference(meta.get("features", {}), spec.describe())
+        if diff:
+            raise ModelError(f"model {path} does not match the running config: {diff}")
+    keras = keras_env()
+    try:
+        model = keras.saving.load_model(model_file, safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise ModelError(f"{model_file}: refused or unreadable ({type(exc).__name__}: {str(exc)[:200]})") from None
+    layer_types = {type(layer).__name__ for layer in model.layers}
+    if "Lambda" in layer_types:
+        raise ModelError(f"{model_file}: Lambda layers are refused")
+    try:
+        weights = weights_of(model)
+    except ValueError as exc:
+        raise ModelError(f"{model_file}: not a detector model ({exc})") from None
+    window = int(meta["window"])
+    nf = len(meta["features"]["names"])
+    if weights.dec_kernel.shape[1] != (window + 1) * nf or weights.kernel.shape[0] != nf:
+        raise ModelError(f"{model_file}: weight shapes do not match window {window} x {nf} features")
+    norm = Normalizer(np.array(meta["normalization"]["mean"], np.float32), np.array(meta["normalization"]["std"], np.float32))
+    th = meta["threshold"]
+    threshold = Threshold(**th)
+    return Artifact(weights, norm, threshold, meta)

@@ -1,0 +1,65 @@
+"""Kafka output: alerts and dead letters through one idempotent producer with acks=all.
+
+    with KafkaSink(settings.kafka) as sink:
+        sink.send("alerts", key=b"card-1", value=b"{...}")
+        sink.flush(timeout=10)      # raises DeliveryFailed unless every send since is acknowledged
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from detector.config import KafkaConfig
+from detector.exceptions import DetectorError
+from detector.kafka_client import client_options
+
+
+class DeliveryFailed(DetectorError):
+    """A produced message was not acknowledged; offsets for its batch must not be committed."""
+
+
+class KafkaSink:
+    def __init__(self, cfg: KafkaConfig, linger_ms: int = 2) -> None:
+        self.cfg = cfg
+        self.linger_ms = linger_ms
+        self._producer: Any = None
+        self._pending: list[Any] = []
+
+    def __enter__(self) -> KafkaSink:
+        from kafka import KafkaProducer
+
+        self._producer = KafkaProducer(
+            acks="all",
+            enable_idempotence=True,
+            # 2 ms: alerts are few; batching them longer would only add latency.
+            linger_ms=self.linger_ms,
+            retries=5,
+            **client_options(self.cfg),
+        )
+        return self
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        self._pending.append(self._producer.send(topic, key=key, value=value, headers=headers or []))
+
+    def flush(self, timeout: float) -> int:
+        """Wait for every pending send; returns how many were acknowledged."""
+        from kafka.errors import KafkaError
+
+        pending, self._pending = self._pending, []
+        if not pending:
+            return 0
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaError as exc:
+            raise DeliveryFailed(f"flush failed: {exc}") from None
+        failed = [f for f in pending if not f.is_done or f.failed()]
+        if failed:
+            exc = failed[0].exception if failed[0].is_done else "timed out"
+            raise DeliveryFailed(f"{len(failed)} of {len(pending)} messages not acknowledged: {exc}")
+        return len(pending)
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)

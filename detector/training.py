@@ -1,0 +1,214 @@
+"""Train a model folder from a JSONL file of (mostly) normal events.
+
+    result = train_from_file(settings, "cards.jsonl", Path("models/default"), log=print)
+
+Steps: validate and featurise every event; keep label == 0 when labels exist; split streams
+(seeded) into train / early-stopping / calibration; fit normalisation on the train streams only;
+train with truncated BPTT over chunks of `chunk_length` events, carrying (h, c) across a stream's
+chunks; stop early on the held-out loss; score the calibration streams with the streaming scorer
+and set the threshold; save model.keras + metadata.json (+ training.png).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.config import Settings
+from detector.dataset import Dataset, featurize, load_events, score_events
+from detector.features import FeatureSpec
+from detector.model import build_model, keras_env, make_metadata, save_artifact, weights_of
+from detector.scoring import Normalizer
+from detector.threshold import calibrate
+
+
+def _batches(seqs: list[np.ndarray], batch: int, rng: np.random.Generator | None) -> list[list[np.ndarray]]:
+    """Streams grouped by similar length (less padding); group order shuffled when rng given."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    groups = [[seqs[i] for i in order[k : k + batch]] for k in range(0, len(order), batch)]
+    if rng is not None:
+        rng.shuffle(groups)  # type: ignore[arg-type]
+    return groups
+
+
+def _pack(group: list[np.ndarray], window: int, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Padded inputs (B, L, F), targets (B, L, W+1, F) and their mask (B, L, W+1).
+
+    Target row t holds the stream's last W vectors up to t (the reconstruction) and then the
+    vector at t+1 (the next-event prediction head); positions before the stream's start, after
+    its end, or in padding are masked out.
+    """
+    b, nf = len(group), group[0].shape[1]
+    length = -(-max(len(s) for s in group) // chunk) * chunk
+    z = np.zeros((b, length + window, nf), dtype=np.float32)
+    lens = np.array([len(s) for s in group])
+    for i, s in enumerate(group):
+        z[i, window - 1 : window - 1 + len(s)] = s
+    win = np.lib.stride_tricks.sliding_window_view(z, window + 1, axis=1)  # (B, L, F, W+1)
+    target = np.ascontiguousarray(win.transpose(0, 1, 3, 2))
+    t = np.arange(length)[:, None]
+    j = np.arange(window + 1)[None, :]
+    src = t - (window - 1) + j  # event index each target slot refers to
+    mask = (src >= 0)[None] & (src[None] < lens[:, None, None]) & (t[None] < lens[:, None, None])
+    return z[:, window - 1 : window - 1 + length], target, mask.astype(np.float32)
+
+
+class _Trainer:
+    def __init__(self, model: Any, window: int, n_features: int, lr: float) -> None:
+        keras = keras_env()
+        import tensorflow as tf
+
+        self.model, self.w, self.nf = model, window, n_features
+        self.units = model.get_layer("lstm").units
+        self.opt = keras.optimizers.Adam(learning_rate=lr, clipnorm=1.0)
+        spec = [tf.TensorSpec((None, None, n_features), tf.float32),
+                tf.TensorSpec((None, None, window + 1, n_features), tf.float32),
+                tf.TensorSpec((None, None, window + 1), tf.float32),
+                tf.TensorSpec((None, self.units), tf.float32), tf.TensorSpec((None, self.units), tf.float32)]
+
+        def loss_of(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any, training: bool) -> Any:
+            y, h, c = model([x, h0, c0], training=training)
+            y = tf.reshape(y, tf.shape(tgt))
+            se = tf.square(y - tgt) * mask[..., None]
+            return tf.reduce_sum(se), tf.reduce_sum(mask) * n_features, h, c
+
+        @tf.function(input_signature=spec)
+        def train_step(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any) -> Any:
+            with tf.GradientTape() as tape:
+                s, n, h, c = loss_of(x, tgt, mask, h0, c0, True)
+                loss = s / tf.maximum(n, 1.0)
+            grads = tape.gradient(loss, model.trainable_variables)
+            self.opt.apply_gradients(zip(grads, model.trainable_variables))
+            return s, n, h, c
+
+        @tf.function(input_signature=spec)
+        def eval_step(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any) -> Any:
+            return loss_of(x, tgt, mask, h0, c0, False)
+
+        self.train_step, self.eval_step = train_step, eval_step
+
+    def run(self, groups: list[list[np.ndarray]], chunk: int, train: bool) -> float:
+        step = self.train_step if train else self.eval_step
+        total, count = 0.0, 0.0
+        for g in groups:
+            x, tgt, mask = _pack(g, self.w, chunk)
+            h = np.zeros((len(g), self.units), np.float32)
+            c = np.zeros_like(h)
+            for k in range(0, x.shape[1], chunk):
+                sl = slice(k, k + chunk)
+                s, n, h, c = step(x[:, sl], tgt[:, sl], mask[:, sl], h, c)
+                total += float(s)
+                count += float(n)
+        return total / max(count, 1.0)
+
+
+def _split_streams(ds: Dataset, frac: float, seed: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    streams = list(ds.streams().values())
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(streams))
+    n_hold = max(2, int(len(streams) * frac))
+    hold = [streams[i] for i in perm[:n_hold]]
+    train = [streams[i] for i in perm[n_hold:]]
+    return train, hold[: len(hold) // 2], hold[len(hold) // 2 :]
+
+
+def _fingerprint(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def train_from_file(settings: Settings, data: Path, out: Path, log: Callable[[str], None] = print,
+                    epochs: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    mc = settings.model
+    seed = mc.seed if seed is None else seed
+    epochs = mc.epochs if epochs is None else epochs
+    spec = FeatureSpec.from_config(settings.features)
+    t0 = time.monotonic()
+    ds = load_events(data, spec, settings.runtime.max_event_bytes)
+    labels = ds.labels()
+    if labels is not None:
+        ds = Dataset([e for e, lab in zip(ds.events, labels, strict=True) if lab == 0], ds.invalid)
+    if len(ds.events) < 100:
+        raise ValueError(f"{data}: only {len(ds.events)} usable normal events; need at least 100")
+    log(f"loaded {len(ds.events)} normal events ({sum(ds.invalid.values())} invalid skipped) "
+        f"in {time.monotonic() - t0:.1f}s")
+    raw = featurize(spec, ds.events)
+    train_idx, val_idx, cal_idx = _split_streams(ds, mc.validation_split, seed)
+    norm = Normalizer.fit(raw[np.concatenate(train_idx)])
+    z = norm.apply(raw)
+    seqs = lambda idx: [z[i] for i in idx]  # noqa: E731
+    model = build_model(spec.n_features, mc.units, mc.window, seed)
+    trainer = _Trainer(model, mc.window, spec.n_features, mc.learning_rate)
+    rng = np.random.default_rng(seed)
+    history: list[tuple[float, float]] = []
+    best, best_weights, waited = np.inf, model.get_weights(), 0
+    val_groups = _batches(seqs(val_idx), mc.batch_size, None)
+    for epoch in range(1, epochs + 1):
+        te = time.monotonic()
+        tl = trainer.run(_batches(seqs(train_idx), mc.batch_size, rng), mc.chunk_length, train=True)
+        vl = trainer.run(val_groups, mc.chunk_length, train=False)
+        history.append((tl, vl))
+        mark = ""
+        if vl < best - 1e-6:
+            best, best_weights, waited, mark = vl, model.get_weights(), 0, " *"
+        else:
+            waited += 1
+        log(f"epoch {epoch}/{epochs}  loss {tl:.4f}  val_loss {vl:.4f}  {time.monotonic() - te:.1f}s{mark}")
+        if waited >= mc.patience:
+            log(f"early stop: no improvement for {mc.patience} epochs")
+            break
+    model.set_weights(best_weights)
+    events_of = lambda idx: sorted((ds.events[i] for ix in idx for i in ix), key=lambda e: e.ts)  # noqa: E731
+    scores = score_offline(model, norm, spec, settings, events_of(cal_idx))
+    threshold = calibrate(scores, mc.target_false_alarm_rate, mc.threshold_method, mc.critical_multiplier)
+    log(f"threshold {threshold.value:.4f} ({threshold.method}, {threshold.n_calibration} calibration events)")
+    meta = make_metadata(model, spec, norm, threshold, mc.window, {
+        "prediction_weight": mc.prediction_weight,
+        "training": {
+            "data_fingerprint": _fingerprint(Path(data)), "events": len(ds.events), "seed": seed,
+            "epochs_run": len(history), "history": [{"loss": a, "val_loss": b} for a, b in history],
+            "best_val_loss": float(best), "seconds": round(time.monotonic() - t0, 1),
+            "model_config": mc.model_dump(mode="json"),
+        },
+    })
+    save_artifact(model, meta, out)
+    _plot(history, out / "training.png")
+    log(f"saved model {meta['version']} to {out} in {time.monotonic() - t0:.1f}s")
+    return meta
+
+
+def score_offline(model: Any, norm: Normalizer, spec: FeatureSpec, settings: Settings,
+                  events: list[Any]) -> np.ndarray:
+    """Scores of the non-warming events (time-ordered) through the streaming scorer."""
+    mc = settings.model
+    r = score_events(events, weights_of(model), norm, spec, mc.window, mc.warmup_events, mc.prediction_weight,
+                     threshold=np.inf)
+    return r.score[~r.warming]
+
+
+def _plot(history: list[tuple[float, float]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the plot is a convenience; training does not depend on it
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ep = range(1, len(history) + 1)
+    ax.plot(ep, [h[0] for h in history], label="train")
+    ax.plot(ep, [h[1] for h in history], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("masked MSE")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Labelled event simulators (card transactions, industrial sensors) and Kafka replay."""

@@ -1,0 +1,86 @@
+"""Columns to JSON lines, written byte-identically for the same seed (gzip with mtime 0)."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from simulators import world as w
+from simulators.scenario import FRAUD_TYPES
+
+# Simulated time starts on a Monday, so day-of-week features line up with the weekend factor.
+EPOCH = np.datetime64("2026-01-05T00:00:00", "ms")
+
+
+def card_records(c: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+    ts = np.datetime_as_string(EPOCH + (c["t"] * 1000).astype("timedelta64[ms]"), unit="ms")
+    cats, ccy, codes = w.CATEGORY_NAMES, w.CURRENCIES, w.COUNTRY_CODES
+    for i in range(len(ts)):
+        ft = int(c["ftype"][i])
+        inc = int(c["incident"][i])
+        country = int(c["country"][i])
+        yield {
+            "event_id": f"e{i:09d}",
+            "stream_id": f"card-{int(c['card'][i]):06d}",
+            "ts": str(ts[i]) + "Z",
+            "amount": float(c["amount"][i]),
+            "currency": ccy[country],
+            "merchant_id": f"m{int(c['merchant'][i]):07d}",
+            "merchant_category": cats[int(c["cat"][i])],
+            "country": codes[country],
+            "channel": w.CHANNELS[int(c["channel"][i])],
+            "label": int(c["label"][i]),
+            "fraud_type": FRAUD_TYPES[ft] if ft >= 0 else None,
+            "incident_id": f"inc-{inc:05d}" if inc >= 0 else None,
+        }
+
+
+def open_out(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdout.buffer
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.name.endswith(".gz"):
+        return gzip.GzipFile(filename="", mode="wb", fileobj=open(p, "wb"), mtime=0)  # noqa: SIM115
+    return open(p, "wb")  # noqa: SIM115
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: str) -> int:
+    out = open_out(path)
+    n = 0
+    try:
+        buf: list[bytes] = []
+        for rec in records:
+            buf.append(orjson.dumps(rec))
+            n += 1
+            if len(buf) >= 10_000:
+                out.write(b"\n".join(buf) + b"\n")
+                buf.clear()
+        if buf:
+            out.write(b"\n".join(buf) + b"\n")
+    finally:
+        if path != "-":
+            fileobj = getattr(out, "fileobj", None)
+            out.close()
+            if fileobj is not None:
+                fileobj.close()
+        else:
+            out.flush()
+    return n
+
+
+def read_jsonl(path: str | Path) -> Iterator[bytes]:
+    """Raw lines (without newline) of a .jsonl or .jsonl.gz file."""
+    p = Path(path)
+    opener = gzip.open if p.name.endswith(".gz") else open
+    with opener(p, "rb") as f:
+        for line in f:
+            line = line.rstrip(b"\n")
+            if line:
+                yield line
