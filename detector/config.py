@@ -68,7 +68,11 @@ class FeaturesConfig(_Section):
     event_id_field: str = "event_id"
     time_field: str = "ts"
     numeric: tuple[NumericFeature, ...] = (NumericFeature(name="amount", transform="log1p"),)
-    categorical: tuple[CategoricalFeature, ...] = ()
+    categorical: tuple[CategoricalFeature, ...] = (
+        CategoricalFeature(name="channel", buckets=4),
+        CategoricalFeature(name="country", buckets=6),
+        CategoricalFeature(name="merchant_category", buckets=6),
+    )
     hour_of_day: bool = True
     day_of_week: bool = True
     log_seconds_since_previous: bool = True
@@ -117,7 +121,7 @@ class StateConfig(_Section):
 
 class AlertsConfig(_Section):
     cooldown_seconds: float = Field(0.0, ge=0)
-    passthrough_fields: tuple[str, ...] = ()
+    passthrough_fields: tuple[str, ...] = ("amount", "merchant_id", "country", "channel")
 
 
 class HttpConfig(_Section):

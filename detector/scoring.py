@@ -97,6 +97,9 @@ class StreamingScorer:
                  window: int, warmup_events: int, prediction_weight: float = 0.5) -> None:
         u = weights.units
         self.alpha = prediction_weight
+        self.spec, self.norm, self.table = spec, norm, table
+        self.window, self.warmup = window, warmup_events
+        self.n_features = spec.n_features
         # One fused matmul per step: [x, h] @ [kernel; recurrent]. The sigmoid gates (i, f, o)
         # are pre-scaled by 0.5 so a single tanh serves all four: sigmoid(z) = 0.5*tanh(z/2)+0.5.
         scale = np.ones(4 * u, dtype=np.float32)

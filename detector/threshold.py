@@ -43,10 +43,10 @@ def gpd_pwm(excess: np.ndarray) -> tuple[float, float]:
     """Generalized Pareto (shape xi, scale sigma) by probability-weighted moments."""
     y = np.sort(excess)
     n = len(y)
-    b0 = y.mean()
-    b1 = np.sum(y * (np.arange(n) / (n - 1))) / n
-    k = b0 / (b0 - 2 * b1) - 2  # Hosking's k = -xi
-    sigma = 2 * b0 * b1 / (b0 - 2 * b1)
+    a0 = y.mean()
+    a1 = np.sum(y * ((n - 1 - np.arange(n)) / (n - 1))) / n  # E[X (1 - F(X))]
+    k = a0 / (a0 - 2 * a1) - 2  # Hosking's k = -xi
+    sigma = 2 * a0 * a1 / (a0 - 2 * a1)
     return float(-k), float(sigma)
 
 

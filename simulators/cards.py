@@ -58,12 +58,11 @@ def draw_profile(rng: np.random.Generator) -> Profile:
 def hourly_intensity(p: Profile, days: int) -> np.ndarray:
     """Expected events in each hour of the period (day/night rhythm, weekend factor)."""
     hours = np.arange(days * 24)
-    hod = hours % 24
-    shape = np.exp(1.6 * np.cos(2 * np.pi * (hod - p.peak_hour) / 24))
-    shape = 0.03 + shape / shape.sum()  # small floor: people do buy at 4 am sometimes
-    shape /= shape[:24].sum()
+    day_shape = np.exp(1.6 * np.cos(2 * np.pi * (np.arange(24) - p.peak_hour) / 24))
+    day_shape = day_shape / day_shape.sum() + 0.005  # a floor: people do buy at 4 am sometimes
+    day_shape /= day_shape.sum()
     weekend = ((hours // 24) % 7) >= 5  # period starts on a Monday
-    return p.rate_per_day * shape * np.where(weekend, p.weekend_factor, 1.0)
+    return p.rate_per_day * day_shape[hours % 24] * np.where(weekend, p.weekend_factor, 1.0)
 
 
 def _cols(n: int) -> dict[str, np.ndarray]:

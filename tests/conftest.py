@@ -1,0 +1,54 @@
+"""Fixtures shared by both tiers: a small simulated data set and a small trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from detector.config import Settings, load_config
+from simulators.cards import simulate_cards
+from simulators.output import card_records, write_jsonl
+from simulators.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def default_settings() -> Settings:
+    return load_config(ROOT / "config" / "detector.yaml")
+
+
+@pytest.fixture(scope="session")
+def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    cols = simulate_cards(300, 20, load_scenario(ROOT / "config/scenarios/easy.yaml"), seed=11)
+    write_jsonl(card_records(cols), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "test.jsonl"
+    cols = simulate_cards(150, 20, load_scenario(ROOT / "config/scenarios/easy.yaml"), seed=12)
+    write_jsonl(card_records(cols), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_settings(default_settings: Settings) -> Settings:
+    """The default config with a small, quick model (the feature schema is the default one)."""
+    data = default_settings.model_dump()
+    data["model"].update(window=8, units=16, epochs=3, batch_size=32, chunk_length=16)
+    return Settings(**data)
+
+
+@pytest.fixture(scope="session")
+def model_dir(small_settings: Settings, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from detector.training import train_from_file
+
+    out = tmp_path_factory.mktemp("model") / "m"
+    train_from_file(small_settings, train_file, out, log=lambda _m: None)
+    return out

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detector.config import Settings, load_config
+from detector.exceptions import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_yaml_equals_the_code_defaults() -> None:
+    # The documented default file and the built-in defaults must never drift apart.
+    assert load_config(ROOT / "config/detector.yaml") == Settings()
+
+
+def test_every_key_of_the_defaults_is_documented_in_the_yaml() -> None:
+    shipped = yaml.safe_load((ROOT / "config/detector.yaml").read_text())
+    defaults = Settings().model_dump(mode="json")
+    assert set(shipped) == set(defaults)
+    for section, values in defaults.items():
+        assert set(shipped[section]) == set(values), section
+
+
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ({"kafka": {"bogus": 1}}, "kafka.bogus"),
+        ({"nope": {}}, "nope"),
+        ({"model": {"window": "abc"}}, "model.window"),
+        ({"model": {"window": 0}}, "model.window"),
+        ({"kafka": {"security_protocol": "TLS"}}, "kafka.security_protocol"),
+        ({"http": {"port": 70000}}, "http.port"),
+        ({"features": {"numeric": [{"name": "label"}]}}, "features"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, doc: dict[str, object], key: str) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"config error: {key}")
+
+
+def test_label_fields_can_never_be_features(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"features": {"categorical": [{"name": "fraud_type", "buckets": 4}]}}))
+    with pytest.raises(ConfigError, match="label fields cannot be features: fraud_type"):
+        load_config(p)
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": "file:1", "group_id": "g"}}))
+    monkeypatch.setenv("DETECTOR__KAFKA__BOOTSTRAP_SERVERS", "env:2")
+    monkeypatch.setenv("DETECTOR__MODEL__WINDOW", "12")
+    s = load_config(p)
+    assert s.kafka.bootstrap_servers == "env:2"
+    assert s.kafka.group_id == "g"
+    assert s.model.window == 12
+
+
+def test_bad_environment_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DETECTOR__STATE__MAX_STREAMS", "lots")
+    with pytest.raises(ConfigError, match=r"^config error: state.max_streams"):
+        load_config(None)
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on frozen models
+        s.kafka.group_id = "x"  # type: ignore[misc]
+
+
+def test_check_config_cli_exits_2_with_one_line(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("kafka:\n  max_poll_records: -5\n")
+    r = subprocess.run([sys.executable, "-m", "detector.cli", "check-config", str(p)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
+    assert r.stderr.startswith("config error: kafka.max_poll_records")
+
+
+def test_check_config_masks_secrets(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("kafka:\n  sasl_mechanism: PLAIN\n  sasl_username: u\n  sasl_password: hunter2-secret\n")
+    r = subprocess.run([sys.executable, "-m", "detector.cli", "check-config", str(p)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "hunter2-secret" not in r.stdout + r.stderr
+    assert '"sasl_username": "u"' in r.stdout

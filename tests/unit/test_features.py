@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from detector.config import FeaturesConfig
+from detector.exceptions import InvalidEvent
+from detector.features import FeatureSpec
+
+GOOD = {"event_id": "e1", "stream_id": "card-1", "ts": "2026-01-05T13:00:00Z", "amount": 12.5,
+        "channel": "pos", "country": "US", "merchant_category": "grocery"}
+
+
+@pytest.fixture
+def spec() -> FeatureSpec:
+    return FeatureSpec(FeaturesConfig())
+
+
+def raw(**over: object) -> bytes:
+    d = dict(GOOD)
+    for k, v in over.items():
+        if v is ...:
+            d.pop(k)
+        else:
+            d[k] = v
+    return orjson.dumps(d)
+
+
+def test_good_event_parses(spec: FeatureSpec) -> None:
+    ev = spec.parse(raw())
+    assert ev.stream_id == "card-1" and ev.event_id == "e1"
+    assert ev.numeric == (pytest.approx(math.log1p(12.5)),)
+    assert ev.ts == pytest.approx(1767618000.0)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"{not json", "undecodable"),
+        (b"[1, 2]", "not_an_object"),
+        (raw(stream_id=...), "missing_field"),
+        (raw(amount=...), "missing_field"),
+        (raw(amount="12"), "wrong_type"),
+        (raw(amount=True), "wrong_type"),
+        (raw(amount=-3), "out_of_range"),
+        (raw(country=7), "wrong_type"),
+        (raw(stream_id=""), "bad_id"),
+        (raw(stream_id="x" * 300), "bad_id"),
+        (raw(ts="yesterday"), "bad_timestamp"),
+        (raw(ts=None), "bad_timestamp"),
+        (raw().replace(b"12.5", b"1e400"), "undecodable"),  # orjson refuses out-of-range floats
+    ],
+)
+def test_bad_events_get_a_reason(spec: FeatureSpec, data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        spec.parse(data)
+    assert err.value.reason == reason
+
+
+def test_non_finite_numbers_are_refused(spec: FeatureSpec) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        spec.validate({**GOOD, "amount": float("nan")})
+    assert err.value.reason == "non_finite"
+    with pytest.raises(InvalidEvent) as err:
+        spec.validate({**GOOD, "amount": float("inf")})
+    assert err.value.reason == "non_finite"
+
+
+def test_oversized_is_refused_before_decoding(spec: FeatureSpec) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        spec.parse(b"{" + b" " * 100 + b"}", max_bytes=64)
+    assert err.value.reason == "oversized"
+
+
+def test_clip_and_none_transform() -> None:
+    spec = FeatureSpec(FeaturesConfig(numeric=({"name": "amount", "transform": "none", "clip": (0, 10)},),
+                                      relative_to_median=None))
+    assert spec.parse(raw(amount=50)).numeric == (10.0,)
+
+
+def test_categorical_hashing_is_stable_and_one_hot(spec: FeatureSpec) -> None:
+    a = spec.parse(raw())
+    b = FeatureSpec(FeaturesConfig()).parse(raw())  # a fresh spec (another process) agrees
+    assert a.buckets == b.buckets
+    x = spec.base_matrix([a])
+    for off, c in zip(spec.cat_offsets, spec.categorical, strict=True):
+        block = x[0, off : off + c.buckets]
+        assert block.sum() == 1.0
+
+
+def test_time_features_are_on_the_unit_circle(spec: FeatureSpec) -> None:
+    x = spec.base_matrix([spec.parse(raw(ts="2026-01-05T06:00:00Z"))])  # Monday 06:00 UTC
+    c = spec.time_col
+    assert x[0, c] == pytest.approx(1.0, abs=1e-6)  # sin(2pi * 6/24)
+    assert x[0, c + 1] == pytest.approx(0.0, abs=1e-6)
+    # Day of week is continuous: Monday 00:00 is 0, so Monday 06:00 is a quarter day in.
+    assert x[0, c + 2] == pytest.approx(math.sin(2 * math.pi * 0.25 / 7), abs=1e-6)
+    assert x[0, c + 3] == pytest.approx(math.cos(2 * math.pi * 0.25 / 7), abs=1e-6)
+
+
+def test_derived_features_follow_the_stream(spec: FeatureSpec) -> None:
+    x = spec.base_matrix([spec.parse(raw()), spec.parse(raw())])
+    ts = np.array([100.0, 160.0])
+    # First event of a stream: unknown (NaN, normalised to 0 later); second: log1p(60 s).
+    last, med = spec.derive(x[:1], ts[:1], np.zeros(1), np.zeros(1, np.float32), np.array([False]))
+    assert np.isnan(x[0, spec.dt_col]) and np.isnan(x[0, spec.med_col])
+    xr = x[1:]
+    spec.derive(xr, ts[1:], last, med, np.array([True]))
+    assert xr[0, spec.dt_col] == pytest.approx(math.log1p(60))
+    assert xr[0, spec.med_col] == pytest.approx(0.0)  # same amount as the median so far
+
+
+def test_labels_do_not_reach_the_features(spec: FeatureSpec) -> None:
+    with_labels = spec.parse(orjson.dumps({**GOOD, "label": 1, "fraud_type": "x", "incident_id": "i"}))
+    without = spec.parse(raw())
+    assert np.array_equal(spec.base_matrix([with_labels]), spec.base_matrix([without]), equal_nan=True)

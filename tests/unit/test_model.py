@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.config import FeaturesConfig, Settings
+from detector.dataset import load_events, score_events
+from detector.exceptions import ModelError
+from detector.features import FeatureSpec
+from detector.model import keras_env, load_artifact
+from detector.training import train_from_file
+
+
+def _scores(model_dir: Path, settings: Settings, data: Path) -> np.ndarray:
+    spec = FeatureSpec(settings.features)
+    art = load_artifact(model_dir, spec)
+    ds = load_events(data, spec)
+    return score_events(ds.events[:3000], art.weights, art.norm, spec, art.window, 3, art.prediction_weight,
+                        art.threshold.value).score
+
+
+def test_artifact_has_model_and_metadata(model_dir: Path) -> None:
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    for key in ("version", "created_at", "features", "window", "normalization", "threshold", "training",
+                "tensorflow_version", "keras_version"):
+        assert key in meta
+    assert meta["threshold"]["value"] > 0
+    assert (model_dir / "model.keras").is_file() and (model_dir / "training.png").is_file()
+
+
+def test_save_load_round_trip_gives_identical_scores(model_dir: Path, small_settings: Settings, test_file: Path,
+                                                     tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    assert np.array_equal(_scores(model_dir, small_settings, test_file), _scores(copy, small_settings, test_file))
+
+
+def test_same_seed_same_model_and_scores(model_dir: Path, small_settings: Settings, train_file: Path,
+                                         test_file: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    train_from_file(small_settings, train_file, again, log=lambda _m: None)
+    a = json.loads((model_dir / "metadata.json").read_text())
+    b = json.loads((again / "metadata.json").read_text())
+    assert a["version"] == b["version"]
+    assert a["threshold"] == b["threshold"]
+    assert np.array_equal(_scores(model_dir, small_settings, test_file), _scores(again, small_settings, test_file))
+
+
+def test_mismatched_feature_config_is_refused_with_the_difference(model_dir: Path) -> None:
+    other = FeaturesConfig(categorical=({"name": "channel", "buckets": 5},))
+    with pytest.raises(ModelError, match=r"features\.categorical"):
+        load_artifact(model_dir, FeatureSpec(other))
+
+
+def test_pickles_in_the_model_folder_are_refused(model_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    (bad / "extra.pkl").write_bytes(b"\x80\x04N.")
+    with pytest.raises(ModelError, match="refused files: extra.pkl"):
+        load_artifact(bad)
+
+
+def test_lambda_layers_are_refused(model_dir: Path, tmp_path: Path) -> None:
+    keras = keras_env()
+    bad = tmp_path / "lambda"
+    shutil.copytree(model_dir, bad)
+    inp = keras.Input((3,))
+    out = keras.layers.Lambda(lambda x: x * 2)(inp)
+    keras.Model(inp, out).save(bad / "model.keras")
+    with pytest.raises(ModelError, match="refused or unreadable"):
+        load_artifact(bad)
+
+
+def test_corrupt_model_file_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "corrupt"
+    shutil.copytree(model_dir, bad)
+    (bad / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelError):
+        load_artifact(bad)
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="lacks model.keras"):
+        load_artifact(tmp_path / "nowhere")

@@ -1,0 +1,144 @@
+"""The key property: the streaming scorer equals the Keras model run offline over each stream,
+whatever the batch size and the interleaving of streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detector.config import Settings
+from detector.dataset import featurize, load_events, score_events
+from detector.features import FeatureSpec
+from detector.model import Artifact, keras_env, load_artifact
+from detector.scoring import StreamingScorer
+from detector.state import StreamTable
+
+
+@pytest.fixture(scope="module")
+def art(model_dir: Path, small_settings: Settings) -> Artifact:
+    return load_artifact(model_dir, FeatureSpec(small_settings.features))
+
+
+@pytest.fixture(scope="module")
+def events(test_file: Path, small_settings: Settings) -> list:
+    ds = load_events(test_file, FeatureSpec(small_settings.features))
+    keep = {f"card-{i:06d}" for i in range(12)}
+    return [e for e in ds.events if e.stream_id in keep][:600]
+
+
+def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) -> np.ndarray:
+    """The reference: the saved Keras model over each whole stream, errors computed in NumPy."""
+    keras = keras_env()
+    model = keras.saving.load_model(Path(art.metadata["_dir"]) / "model.keras", safe_mode=True, compile=False)
+    raw = featurize(spec, events)
+    z = art.norm.apply(raw)
+    w, nf, a = art.window, spec.n_features, art.prediction_weight
+    out = np.zeros(len(events))
+    streams: dict[str, list[int]] = {}
+    for i, e in enumerate(events):
+        streams.setdefault(e.stream_id, []).append(i)
+    u = art.weights.units
+    for idx in streams.values():
+        x = z[idx][None]
+        y, _, _ = model([x, np.zeros((1, u), np.float32), np.zeros((1, u), np.float32)])
+        y = np.asarray(y)[0].reshape(len(idx), w + 1, nf)
+        for t in range(len(idx)):
+            lo = max(0, t - w + 1)
+            target = z[idx][lo : t + 1]
+            rec = y[t, w - len(target) : w]
+            rec_err = np.square(rec - target).sum(axis=0) / len(target)
+            pred_err = np.square(y[t - 1, w] - z[idx][t]) if t > 0 else np.zeros(nf)
+            out[idx[t]] = ((1 - a) * rec_err + a * pred_err).sum() / nf
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(art: Artifact, events: list, small_settings: Settings, model_dir: Path) -> np.ndarray:
+    art.metadata["_dir"] = str(model_dir)
+    return keras_scores(art, FeatureSpec(small_settings.features), events, small_settings.model.warmup_events)
+
+
+def stream_scores(art: Artifact, spec: FeatureSpec, events: list, batch: int) -> np.ndarray:
+    r = score_events(events, art.weights, art.norm, spec, art.window, 3, art.prediction_weight, np.inf, batch=batch)
+    return r.score
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 4096])
+def test_streaming_equals_keras_offline(art: Artifact, events: list, reference: np.ndarray,
+                                        small_settings: Settings, batch: int) -> None:
+    got = stream_scores(art, FeatureSpec(small_settings.features), events, batch)
+    scale = max(float(np.median(reference)), 1e-6)
+    assert np.max(np.abs(got - reference)) / scale <= 1e-5
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), batch=st.integers(1, 50))
+def test_any_interleaving_gives_the_same_scores(art: Artifact, events: list, reference: np.ndarray,
+                                                small_settings: Settings, seed: int, batch: int) -> None:
+    # Shuffle the global order but keep each stream's own order: the scores must not move.
+    rng = np.random.default_rng(seed)
+    by_stream: dict[str, list[int]] = {}
+    for i, e in enumerate(events):
+        by_stream.setdefault(e.stream_id, []).append(i)
+    keys = [k for k, v in by_stream.items() for _ in v]
+    rng.shuffle(keys)
+    cursor = dict.fromkeys(by_stream, 0)
+    order = []
+    for k in keys:
+        order.append(by_stream[k][cursor[k]])
+        cursor[k] += 1
+    got = stream_scores(art, FeatureSpec(small_settings.features), [events[i] for i in order], batch)
+    scale = max(float(np.median(reference)), 1e-6)
+    assert np.max(np.abs(got - reference[order])) / scale <= 1e-5
+
+
+def test_numpy_step_matches_keras_lstm_cell(art: Artifact, small_settings: Settings) -> None:
+    keras = keras_env()
+    spec = FeatureSpec(small_settings.features)
+    u, nf = art.weights.units, spec.n_features
+    cell = keras.layers.LSTMCell(u)
+    cell.build((None, nf))
+    cell.set_weights([art.weights.kernel, art.weights.recurrent, art.weights.bias])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, nf)).astype(np.float32)
+    h = rng.standard_normal((5, u)).astype(np.float32)
+    c = rng.standard_normal((5, u)).astype(np.float32)
+    kh, (_, kc) = cell(x, [h, c])
+    table = StreamTable(10, u, art.window, nf)
+    scorer = StreamingScorer(art.weights, art.norm, spec, table, art.window, 3)
+    nh, nc = scorer.step(x, h, c)
+    assert np.max(np.abs(nh - np.asarray(kh))) < 1e-5
+    assert np.max(np.abs(nc - np.asarray(kc))) < 1e-5
+
+
+def test_score_batch_does_not_mutate_its_input(art: Artifact, events: list, small_settings: Settings) -> None:
+    spec = FeatureSpec(small_settings.features)
+    before = [(e.stream_id, e.ts, e.numeric, e.buckets, dict(e.record)) for e in events[:50]]
+    stream_scores(art, spec, events[:50], 16)
+    assert before == [(e.stream_id, e.ts, e.numeric, e.buckets, dict(e.record)) for e in events[:50]]
+
+
+def test_warming_events_are_marked(art: Artifact, events: list, small_settings: Settings) -> None:
+    spec = FeatureSpec(small_settings.features)
+    r = score_events(events, art.weights, art.norm, spec, art.window, 3, art.prediction_weight, -1.0)
+    first_three: dict[str, int] = {}
+    for i, e in enumerate(events):
+        n = first_three.get(e.stream_id, 0)
+        assert bool(r.warming[i]) == (n < 3)
+        assert bool(r.alert[i]) == (n >= 3)  # threshold -1: everything not warming alerts
+        first_three[e.stream_id] = n + 1
+
+
+def test_absurd_values_score_finite(art: Artifact, small_settings: Settings) -> None:
+    spec = FeatureSpec(small_settings.features)
+    import orjson
+
+    evs = [spec.parse(orjson.dumps({"event_id": str(i), "stream_id": "s", "ts": 1e9 + i * 1e6, "amount": a,
+                                    "channel": "pos", "country": "??", "merchant_category": "x"}))
+           for i, a in enumerate([1.0, 1e300, 0.0, 1e-300, 5.0])]
+    r = score_events(evs, art.weights, art.norm, spec, art.window, 0, art.prediction_weight, np.inf)
+    assert np.all(np.isfinite(r.score))

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+
+from detector.state import StreamTable
+
+
+def test_slots_are_stable_and_new_streams_start_clean() -> None:
+    t = StreamTable(max_streams=10, units=4, window=3, n_features=2)
+    a = t.slots_for(["a", "b", "a"], now=0.0)
+    assert a[0] == a[2] and a[0] != a[1]
+    t.h[a[0]] = 1.0
+    t.count[a[0]] = 5
+    assert t.slots_for(["a"], now=1.0)[0] == a[0]
+    assert t.count[a[0]] == 5
+
+
+def test_capacity_bounds_memory_and_evicts_least_recently_seen() -> None:
+    t = StreamTable(max_streams=100, units=4, window=3, n_features=2)
+    t.slots_for([f"s{i}" for i in range(100)], now=0.0)
+    t.slots_for(["s0"], now=1.0)  # s0 is now the most recently seen
+    cap = t.capacity
+    t.slots_for([f"new{i}" for i in range(50)], now=2.0)
+    assert len(t) == 100 and t.capacity == cap == 100
+    assert t.evictions == 50
+    assert "s0" in t.index and "s1" not in t.index and "s99" in t.index
+
+
+def test_a_flood_of_ids_never_grows_past_the_bound() -> None:
+    t = StreamTable(max_streams=1000, units=32, window=16, n_features=22)
+    for k in range(0, 1_000_000, 10_000):
+        t.slots_for([f"x{i}" for i in range(k, k + 10_000)][:1000], now=float(k))
+    assert len(t) == 1000 and t.h.shape[0] == 1000
+
+
+def test_evicted_slot_is_reset_for_its_new_stream() -> None:
+    t = StreamTable(max_streams=1, units=2, window=2, n_features=1)
+    s = t.slots_for(["a"], now=0.0)[0]
+    t.h[s] = 3.0
+    t.count[s] = 9
+    s2 = t.slots_for(["b"], now=1.0)[0]
+    assert s2 == s and t.count[s2] == 0 and np.all(t.h[s2] == 0)
+
+
+def test_idle_ttl_expires_old_streams() -> None:
+    t = StreamTable(max_streams=10, units=2, window=2, n_features=1, idle_ttl_seconds=100)
+    t.slots_for(["old"], now=0.0)
+    t.slots_for(["fresh"], now=150.0)
+    assert t.expire(now=160.0) == 1
+    assert list(t.index) == ["fresh"]
+
+
+def test_state_bytes_per_stream_at_default_sizes_is_under_2_kib() -> None:
+    t = StreamTable(max_streams=1000, units=32, window=16, n_features=22)
+    t.slots_for([f"s{i}" for i in range(1000)], now=0.0)
+    assert t.state_bytes() / len(t) <= 2048
