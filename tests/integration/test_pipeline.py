@@ -1,0 +1,95 @@
+"""The whole path on the real broker: events in, alerts and dead letters out, offsets committed."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from detector.app import Detector
+from detector.config import Settings
+from simulators.output import read_jsonl
+from tests.helpers import wait_for
+from tests.integration.kafka_io import committed, end_offsets, produce, read_all
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "detector/schemas/alert.schema.json").read_text())
+
+BAD = [
+    (b"{not json", "undecodable"),
+    (b"[1,2,3]", "not_an_object"),
+    (orjson.dumps({"stream_id": "s", "ts": "2026-01-05T00:00:00Z", "amount": 1}), "missing_field"),
+    (orjson.dumps({"event_id": "x1", "stream_id": "s", "ts": "2026-01-05T00:00:00Z", "amount": "12",
+                   "channel": "pos", "country": "US", "merchant_category": "grocery"}), "wrong_type"),
+    (orjson.dumps({"event_id": "x2", "stream_id": "s", "ts": "2126-01-05T00:00:00Z", "amount": 1.0,
+                   "channel": "pos", "country": "US", "merchant_category": "grocery"}), "clock_skew"),
+    (b"{" + b" " * 70_000 + b"}", "oversized"),
+]
+
+
+def settings_for(base: Settings, broker_bootstrap: str, names: dict[str, str], model_dir: Path) -> Settings:
+    data = base.model_dump()
+    data["kafka"].update(bootstrap_servers=broker_bootstrap, input_topic=names["input"], alerts_topic=names["alerts"],
+                         dead_letter_topic=names["dlq"], state_topic=names["state"], group_id=names["group"])
+    data["model"]["path"] = model_dir
+    data["http"]["port"] = 0
+    return Settings(**data)
+
+
+def test_events_to_alerts_and_dead_letters(broker, names, small_settings, model_dir, test_file) -> None:  # type: ignore[no-untyped-def]
+    s = settings_for(small_settings, broker.bootstrap, names, model_dir)
+    lines = list(read_jsonl(test_file))
+    records = [orjson.loads(x) for x in lines]
+    app = Detector(s)
+    total = len(lines) + len(BAD)
+    t = threading.Thread(target=app.run, kwargs={"timeout": 300}, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: app.health.ready, 60, "partition assignment")
+        port = app.http_port
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200
+        produce(broker.bootstrap, names["input"], [(r["stream_id"].encode(), x) for r, x in zip(records, lines)])
+        produce(broker.bootstrap, names["input"], [(b"bad", raw) for raw, _ in BAD])
+        wait_for(lambda: app.stats.events >= total, 120, f"{total} events consumed")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    finally:
+        app.stop()
+        t.join(30)
+    assert not t.is_alive()
+    st = app.stats
+    assert st.invalid == len(BAD) and st.scored + st.warming == len(lines)
+    assert st.alerts > 0
+
+    alerts = read_all(broker.bootstrap, names["alerts"], expect=st.alerts)
+    assert len(alerts) == st.alerts
+    by_id = {r["event_id"]: r for r in records}
+    for m in alerts:
+        a = orjson.loads(m.value)
+        jsonschema.validate(a, SCHEMA)
+        assert m.key.decode() == a["stream_id"] == by_id[a["event_id"]]["stream_id"]
+    fraud_alerted = sum(by_id[orjson.loads(m.value)["event_id"]]["label"] for m in alerts)
+    assert fraud_alerted > 0  # the easy scenario's blatant fraud is caught
+
+    dlq = read_all(broker.bootstrap, names["dlq"], expect=len(BAD))
+    got = {}
+    for m in dlq:
+        h = {k: v.decode() for k, v in m.headers}
+        assert h["source_topic"] == names["input"]
+        assert int(h["source_offset"]) >= 0 and h["detail"]
+        got[m.value] = h["reason"]
+    assert got == {raw: reason for raw, reason in BAD}  # unchanged bytes, the right reason each
+
+    assert committed(broker.bootstrap, names["group"], names["input"]) == end_offsets(broker.bootstrap, names["input"])
+    for name in ("detector_events_total", "detector_dead_letter_total", "detector_alerts_total",
+                 "detector_anomaly_score_bucket", "detector_batch_duration_seconds_bucket",
+                 "detector_event_lag_seconds_bucket", "detector_consumer_lag", "detector_active_streams",
+                 "detector_state_evictions_total", "detector_threshold", "detector_model_info",
+                 "detector_rebalances_total"):
+        assert name in metrics, name
+    assert 'detector_dead_letter_total{reason="oversized"} 1.0' in metrics

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import orjson
+
+from detector.alerts import AlertPolicy
+from detector.config import FeaturesConfig
+from detector.features import FeatureSpec
+from detector.scoring import BatchScores
+from detector.threshold import Threshold
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "detector/schemas/alert.schema.json").read_text())
+
+
+def batch(spec: FeatureSpec, scores: list[float], streams: list[str], ts: list[float]) -> tuple[list, BatchScores]:
+    evs = [spec.parse(orjson.dumps({"event_id": f"e{i}", "stream_id": s, "ts": t, "amount": 10.0, "channel": "pos",
+                                    "country": "US", "merchant_category": "grocery"}))
+           for i, (s, t) in enumerate(zip(streams, ts, strict=True))]
+    n, nf = len(evs), spec.n_features
+    rng = np.random.default_rng(0)
+    return evs, BatchScores(np.array(scores, np.float32), np.zeros(n, bool), rng.random((n, nf)).astype(np.float32),
+                            rng.random((n, nf)).astype(np.float32), rng.random((n, nf)).astype(np.float32))
+
+
+def policy(spec: FeatureSpec, cooldown: float = 0.0) -> AlertPolicy:
+    th = Threshold(value=1.0, critical=5.0, method="pot", target_rate=1e-4, n_calibration=10)
+    return AlertPolicy(th, "v1", spec.names, cooldown, ("amount", "missing_field"))
+
+
+def test_alerts_match_the_schema_and_carry_explanations() -> None:
+    spec = FeatureSpec(FeaturesConfig())
+    evs, sc = batch(spec, [0.5, 2.0, 9.0], ["a", "b", "c"], [1e9, 1e9, 1e9])
+    alerts = policy(spec).alerts_for(evs, sc, detected_at=1e9 + 1)
+    assert [a["event_id"] for a in alerts] == ["e1", "e2"]
+    assert [a["severity"] for a in alerts] == ["warning", "critical"]
+    for a in alerts:
+        jsonschema.validate(a, SCHEMA)
+        assert len(a["top_features"]) == 3
+        assert a["event"] == {"amount": 10.0}
+        assert a["alert_id"] == f"v1:{a['event_id']}"
+        shares = [f["share"] for f in a["top_features"]]
+        assert shares == sorted(shares, reverse=True)
+
+
+def test_warming_events_never_alert() -> None:
+    spec = FeatureSpec(FeaturesConfig())
+    evs, sc = batch(spec, [9.0, 9.0], ["a", "b"], [1e9, 1e9])
+    sc.warming[:] = [True, False]
+    assert [a["stream_id"] for a in policy(spec).alerts_for(evs, sc, 1e9)] == ["b"]
+
+
+def test_cooldown_suppresses_and_counts_in_event_time() -> None:
+    spec = FeatureSpec(FeaturesConfig())
+    p = policy(spec, cooldown=60.0)
+    evs, sc = batch(spec, [9.0, 9.0, 9.0, 9.0], ["a", "a", "a", "b"], [1000.0, 1030.0, 1050.0, 1040.0])
+    out = p.alerts_for(evs, sc, 2000.0)
+    assert [(a["stream_id"], a["event_id"]) for a in out] == [("a", "e0"), ("b", "e3")]
+    assert p.suppressed_total == 2
+    evs2, sc2 = batch(spec, [9.0], ["a"], [1100.0])
+    again = p.alerts_for(evs2, sc2, 2000.0)
+    assert again[0]["suppressed_since_last"] == 2

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["check-config", "simulate", "train", "replay", "run", "score", "evaluate", "demo"]
+
+
+def test_help_lists_every_subcommand() -> None:
+    out = subprocess.run([sys.executable, "-m", "detector.cli", "--help"], capture_output=True, text=True, check=True)
+    for c in COMMANDS:
+        assert c in out.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_subcommand_has_help(command: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "detector.cli", command, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: detector " + command in out.stdout
+
+
+def test_unknown_subcommand_is_a_usage_error() -> None:
+    out = subprocess.run([sys.executable, "-m", "detector.cli", "frobnicate"], capture_output=True, text=True)
+    assert out.returncode == 2
+
+
+def test_score_and_evaluate_offline(model_dir, test_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    out = tmp_path / "scores.jsonl"
+    r = subprocess.run([sys.executable, "-m", "detector.cli", "score", "--model", str(model_dir), "--data",
+                        str(test_file), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    n_in = sum(1 for _ in test_file.open())
+    assert len(lines) == n_in
+    assert set(lines[0]) >= {"event_id", "stream_id", "score", "threshold", "alert", "warming"}
+    r = subprocess.run([sys.executable, "-m", "detector.cli", "evaluate", "--model", str(model_dir), "--data",
+                        str(test_file), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    for k in ("precision", "recall", "f1", "roc_auc", "pr_auc", "incident_recall", "mean_delay_events",
+              "mean_delay_seconds", "false_alerts_per_10k", "events", "alerts"):
+        assert k in rep
+    assert rep["events"] == n_in and rep["alerts"] == sum(x["alert"] for x in lines)
