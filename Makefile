@@ -29,6 +29,7 @@ integration: system-deps venv kafka
 
 lint: venv
 	$(VENV)/bin/ruff check detector simulators tests bench
+	$(VENV)/bin/ruff format --check detector simulators tests bench
 	$(VENV)/bin/mypy
 
 # Debian packages: installed only when a command is missing (apt-get update first, as root or sudo).

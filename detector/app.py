@@ -54,19 +54,35 @@ class RunStats:
 
 
 class Detector:
-    def __init__(self, settings: Settings, artifact: Artifact | None = None,
-                 registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        artifact: Artifact | None = None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.spec = FeatureSpec.from_config(settings.features)
         self.artifact = artifact or load_artifact(settings.model.path, self.spec)
         art, mc = self.artifact, settings.model
-        self.table = StreamTable(settings.state.max_streams, art.weights.units, art.window, self.spec.n_features,
-                                 settings.state.idle_ttl_seconds)
-        self.scorer = StreamingScorer(art.weights, art.norm, self.spec, self.table, art.window, mc.warmup_events,
-                                      art.prediction_weight)
-        self.policy = AlertPolicy(art.threshold, art.version, self.spec.names, settings.alerts.cooldown_seconds,
-                                  settings.alerts.passthrough_fields)
+        self.table = StreamTable(
+            settings.state.max_streams,
+            art.weights.units,
+            art.window,
+            self.spec.n_features,
+            settings.state.idle_ttl_seconds,
+        )
+        self.scorer = StreamingScorer(
+            art.weights, art.norm, self.spec, self.table, art.window, mc.warmup_events, art.prediction_weight
+        )
+        self.policy = AlertPolicy(
+            art.threshold,
+            art.version,
+            self.spec.names,
+            settings.alerts.cooldown_seconds,
+            settings.alerts.passthrough_fields,
+        )
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics.create(self.registry)
         self.health = HealthState()
@@ -102,8 +118,13 @@ class Detector:
         """Run until stop(), `max_events` consumed, or `timeout` seconds; returns what was done."""
         s = self.settings
         deadline = None if timeout is None else time.monotonic() + timeout
-        log.info("starting: model %s, threshold %.4f, input %s, group %s", self.artifact.version,
-                 self.artifact.threshold.value, s.kafka.input_topic, s.kafka.group_id)
+        log.info(
+            "starting: model %s, threshold %.4f, input %s, group %s",
+            self.artifact.version,
+            self.artifact.threshold.value,
+            s.kafka.input_topic,
+            s.kafka.group_id,
+        )
         with contextlib.ExitStack() as stack:
             server = stack.enter_context(HealthServer(self.registry, self.health, s.http.host, s.http.port))
             self.http_port = server.port
@@ -161,19 +182,35 @@ class Detector:
                 events.append(ev)
             except InvalidEvent as exc:
                 invalid += 1
-                sink.send(dlq, r.key, r.value, [
-                    ("reason", exc.reason.encode()), ("detail", exc.detail[:500].encode("utf-8", "replace")),
-                    ("source_topic", r.topic.encode()), ("source_partition", str(r.partition).encode()),
-                    ("source_offset", str(r.offset).encode()),
-                ])
+                sink.send(
+                    dlq,
+                    r.key,
+                    r.value,
+                    [
+                        ("reason", exc.reason.encode()),
+                        ("detail", exc.detail[:500].encode("utf-8", "replace")),
+                        ("source_topic", r.topic.encode()),
+                        ("source_partition", str(r.partition).encode()),
+                        ("source_offset", str(r.offset).encode()),
+                    ],
+                )
                 self.metrics.dead_letters.labels(reason=exc.reason).inc()
         return events, invalid
 
     def _score(self, events: list[ParsedEvent], now: float) -> BatchScores:
         return self.scorer.score_batch(events, now)
 
-    def _account(self, records: list[Record], events: list[ParsedEvent], invalid: int, scores: BatchScores,
-                 alerts: list[dict[str, Any]], now: float, offsets: dict[Partition, int], took: float) -> None:
+    def _account(
+        self,
+        records: list[Record],
+        events: list[ParsedEvent],
+        invalid: int,
+        scores: BatchScores,
+        alerts: list[dict[str, Any]],
+        now: float,
+        offsets: dict[Partition, int],
+        took: float,
+    ) -> None:
         m, st = self.metrics, self.stats
         warming = int(scores.warming.sum())
         st.events += len(records)

@@ -48,8 +48,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = _config(args)
     setup_logging(settings.runtime.log_level, settings.runtime.log_format)
     out = Path(args.out) if args.out else settings.model.path
-    train_from_file(settings, Path(args.data), out, log=lambda m: print(f"train: {m}", file=sys.stderr, flush=True),
-                    epochs=args.epochs, seed=args.seed)
+    train_from_file(
+        settings,
+        Path(args.data),
+        out,
+        log=lambda m: print(f"train: {m}", file=sys.stderr, flush=True),
+        epochs=args.epochs,
+        seed=args.seed,
+    )
     return 0
 
 
@@ -58,16 +64,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _config(args)
     if args.bootstrap_servers:
-        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(
-            update={"bootstrap_servers": args.bootstrap_servers})})
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})}
+        )
     rate = None if args.as_fast_as_possible else args.rate
     speed = None if args.as_fast_as_possible else args.speed
     topic = args.topic or settings.kafka.input_topic
-    res = replay(args.file, settings.kafka, topic, rate=rate, speed=speed,
-                 stream_field=settings.features.stream_field, time_field=settings.features.time_field)
+    res = replay(
+        args.file,
+        settings.kafka,
+        topic,
+        rate=rate,
+        speed=speed,
+        stream_field=settings.features.stream_field,
+        time_field=settings.features.time_field,
+    )
     if res.failed or res.acked != res.sent:
-        print(f"replay: {res.failed} sends failed, {res.sent - res.acked} unacknowledged; first error: "
-              f"{res.first_error}", file=sys.stderr)
+        print(
+            f"replay: {res.failed} sends failed, {res.sent - res.acked} unacknowledged; first error: {res.first_error}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -121,8 +137,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="detector", description="Streaming anomaly detection over Kafka "
-                                "with a stateful LSTM autoencoder.")
+    p = argparse.ArgumentParser(
+        prog="detector", description="Streaming anomaly detection over Kafka with a stateful LSTM autoencoder."
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:

@@ -77,8 +77,17 @@ class Scored:
     alert: np.ndarray
 
 
-def score_events(events: list[ParsedEvent], weights: Any, norm: Any, spec: FeatureSpec, window: int,
-                 warmup: int, prediction_weight: float, threshold: float, batch: int = 4096) -> Scored:
+def score_events(
+    events: list[ParsedEvent],
+    weights: Any,
+    norm: Any,
+    spec: FeatureSpec,
+    window: int,
+    warmup: int,
+    prediction_weight: float,
+    threshold: float,
+    batch: int = 4096,
+) -> Scored:
     """Score events in file order through the streaming scorer, as the daemon would."""
     from detector.scoring import StreamingScorer
     from detector.state import StreamTable

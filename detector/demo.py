@@ -60,8 +60,9 @@ def demo(args: argparse.Namespace) -> int:
     data_dir = ROOT / ".cache" / "demo-kafka"
     try:
         say(f"starting a local Apache Kafka broker on {bootstrap}")
-        r = subprocess.run([str(BROKER), "status", "--port", str(port), "--data-dir", str(data_dir)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [str(BROKER), "status", "--port", str(port), "--data-dir", str(data_dir)], capture_output=True, text=True
+        )
         if r.returncode != 0:
             subprocess.run([str(BROKER), "start", "--port", str(port), "--data-dir", str(data_dir)], check=True)
             started_broker = True
@@ -72,26 +73,78 @@ def demo(args: argparse.Namespace) -> int:
         test_file = DATA / f"demo-test-{args.streams}.jsonl"
         if not train_file.exists():
             say(f"simulating {TRAIN['streams']} cards x {TRAIN['days']} days of training data")
-            subprocess.run([py, "-m", "detector.cli", "simulate", "--streams", str(TRAIN["streams"]), "--days",
-                            str(TRAIN["days"]), "--seed", str(TRAIN["seed"]), "--scenario",
-                            "config/scenarios/default.yaml", "--out", str(train_file)], check=True)
+            subprocess.run(
+                [
+                    py,
+                    "-m",
+                    "detector.cli",
+                    "simulate",
+                    "--streams",
+                    str(TRAIN["streams"]),
+                    "--days",
+                    str(TRAIN["days"]),
+                    "--seed",
+                    str(TRAIN["seed"]),
+                    "--scenario",
+                    "config/scenarios/default.yaml",
+                    "--out",
+                    str(train_file),
+                ],
+                check=True,
+            )
         if not test_file.exists():
             say(f"simulating the fraud stream to replay: {args.streams} cards x {TEST_DAYS} days (another seed)")
-            subprocess.run([py, "-m", "detector.cli", "simulate", "--streams", str(args.streams), "--days",
-                            str(TEST_DAYS), "--seed", str(TEST_SEED), "--scenario", "config/scenarios/default.yaml",
-                            "--out", str(test_file)], check=True)
+            subprocess.run(
+                [
+                    py,
+                    "-m",
+                    "detector.cli",
+                    "simulate",
+                    "--streams",
+                    str(args.streams),
+                    "--days",
+                    str(TEST_DAYS),
+                    "--seed",
+                    str(TEST_SEED),
+                    "--scenario",
+                    "config/scenarios/default.yaml",
+                    "--out",
+                    str(test_file),
+                ],
+                check=True,
+            )
         model = settings.model.path
         if not (Path(model) / "metadata.json").exists():
             say(f"training the default model into {model} (seeded)")
-            subprocess.run([py, "-m", "detector.cli", "train", "--config", cfg_path, "--data", str(train_file),
-                            "--out", str(model)], check=True)
+            subprocess.run(
+                [
+                    py,
+                    "-m",
+                    "detector.cli",
+                    "train",
+                    "--config",
+                    cfg_path,
+                    "--data",
+                    str(train_file),
+                    "--out",
+                    str(model),
+                ],
+                check=True,
+            )
         else:
             say(f"using the existing model in {model}")
         run_id = time.strftime("%Y%m%d%H%M%S")
-        topics = {"INPUT_TOPIC": f"demo-events-{run_id}", "ALERTS_TOPIC": f"demo-alerts-{run_id}",
-                  "DEAD_LETTER_TOPIC": f"demo-dlq-{run_id}", "GROUP_ID": f"demo-{run_id}"}
-        env = {**os.environ, "DETECTOR__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-               **{f"DETECTOR__KAFKA__{k}": v for k, v in topics.items()}}
+        topics = {
+            "INPUT_TOPIC": f"demo-events-{run_id}",
+            "ALERTS_TOPIC": f"demo-alerts-{run_id}",
+            "DEAD_LETTER_TOPIC": f"demo-dlq-{run_id}",
+            "GROUP_ID": f"demo-{run_id}",
+        }
+        env = {
+            **os.environ,
+            "DETECTOR__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            **{f"DETECTOR__KAFKA__{k}": v for k, v in topics.items()},
+        }
         metrics_url = f"http://{settings.http.host}:{settings.http.port}/metrics"
         say(f"starting the daemon: detector run (metrics on {metrics_url})")
         daemon = subprocess.Popen([py, "-m", "detector.cli", "run", "--config", cfg_path], env=env)
@@ -108,8 +161,21 @@ def demo(args: argparse.Namespace) -> int:
         _wait(is_ready, 120, "the daemon to become ready")
         n_events = sum(1 for _ in open(test_file, "rb"))
         say(f"replaying {n_events} simulated events (with fraud incidents) into {topics['INPUT_TOPIC']}")
-        subprocess.run([py, "-m", "detector.cli", "replay", str(test_file), "--topic", topics["INPUT_TOPIC"],
-                        "--bootstrap-servers", bootstrap, "--as-fast-as-possible"], check=True)
+        subprocess.run(
+            [
+                py,
+                "-m",
+                "detector.cli",
+                "replay",
+                str(test_file),
+                "--topic",
+                topics["INPUT_TOPIC"],
+                "--bootstrap-servers",
+                bootstrap,
+                "--as-fast-as-possible",
+            ],
+            check=True,
+        )
         say("waiting for the daemon to score every event")
         _wait(lambda: _metric(metrics_url, "detector_events_total") >= n_events, 300, "all events scored")
         alerts = _read_alerts(bootstrap, topics["ALERTS_TOPIC"], int(_metric(metrics_url, "detector_alerts_total")))
@@ -131,8 +197,13 @@ def demo(args: argparse.Namespace) -> int:
 def _read_alerts(bootstrap: str, topic: str, expect: int) -> list[dict[str, object]]:
     from kafka import KafkaConsumer
 
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-                      consumer_timeout_ms=5000)
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+    )
     out = []
     try:
         for m in c:

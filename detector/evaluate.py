@@ -1,7 +1,7 @@
 """Detection quality against the simulator's labels. Pure functions over arrays.
 
-    m = evaluate(scores, alerts, labels, incidents, streams, ts, warming)
-    m["pr_auc"], m["incident_recall"], m["false_alerts_per_10k"]
+m = evaluate(scores, alerts, labels, incidents, streams, ts, warming)
+m["pr_auc"], m["incident_recall"], m["false_alerts_per_10k"]
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(precision[y].sum() / n_pos)
 
 
-def evaluate(scores: np.ndarray, alerts: np.ndarray, labels: np.ndarray, incidents: list[Any],
-             streams: list[str], ts: np.ndarray) -> dict[str, Any]:
+def evaluate(
+    scores: np.ndarray, alerts: np.ndarray, labels: np.ndarray, incidents: list[Any], streams: list[str], ts: np.ndarray
+) -> dict[str, Any]:
     labels = labels.astype(np.int64)
     tp = int((alerts & (labels == 1)).sum())
     fp = int((alerts & (labels == 0)).sum())
@@ -70,10 +71,15 @@ def evaluate(scores: np.ndarray, alerts: np.ndarray, labels: np.ndarray, inciden
         delays_s.append(float(ts[i_alert] - ts[i0]))
     n_normal = int((labels == 0).sum())
     return {
-        "events": len(scores), "alerts": int(alerts.sum()),
-        "precision": precision, "recall": recall, "f1": f1,
-        "roc_auc": roc_auc(scores, labels), "pr_auc": average_precision(scores, labels),
-        "incidents": len(first), "incidents_caught": len(caught),
+        "events": len(scores),
+        "alerts": int(alerts.sum()),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "roc_auc": roc_auc(scores, labels),
+        "pr_auc": average_precision(scores, labels),
+        "incidents": len(first),
+        "incidents_caught": len(caught),
         "incident_recall": len(caught) / len(first) if first else float("nan"),
         "mean_delay_events": float(np.mean(delays_ev)) if delays_ev else float("nan"),
         "mean_delay_seconds": float(np.mean(delays_s)) if delays_s else float("nan"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,7 @@ def parse_timestamp(value: Any) -> float:
     except ValueError:
         raise InvalidEvent("bad_timestamp", f"not ISO-8601: {value[:40]!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
@@ -189,8 +189,9 @@ class FeatureSpec:
                 x[rows, off + b[:, i]] = 1.0
         return x
 
-    def derive(self, x: np.ndarray, ts: np.ndarray, last_ts: np.ndarray, median: np.ndarray,
-               seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def derive(
+        self, x: np.ndarray, ts: np.ndarray, last_ts: np.ndarray, median: np.ndarray, seen: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Fill the per-stream columns of rows that each belong to a distinct stream.
 
         `last_ts`, `median` and `seen` are that stream's state before these events; returns the

@@ -1,7 +1,7 @@
 """kafka-python plumbing shared by the source, the sink, replay and topic creation.
 
-    opts = client_options(settings.kafka)       # bootstrap + TLS/SASL in kafka-python's names
-    ensure_topics(settings.kafka, ["events", "alerts"])
+opts = client_options(settings.kafka)       # bootstrap + TLS/SASL in kafka-python's names
+ensure_topics(settings.kafka, ["events", "alerts"])
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ def ensure_topics(cfg: KafkaConfig, topics: Iterable[str], compacted: Iterable[s
         existing = set(admin.list_topics())
         wanted = [t for t in dict.fromkeys(topics) if t not in existing]
         new = [
-            NewTopic(t, cfg.partitions, cfg.replication_factor,
-                     topic_configs={"cleanup.policy": "compact"} if t in compact else {})
+            NewTopic(
+                t,
+                cfg.partitions,
+                cfg.replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if t in compact else {},
+            )
             for t in wanted
         ]
         if new:

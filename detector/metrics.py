@@ -50,28 +50,34 @@ class Metrics:
         return cls(
             registry=r,
             events=Counter(f"{p}_events", "Events consumed, by result", ["result"], registry=r),
-            dead_letters=Counter(f"{p}_dead_letter", "Events sent to the dead-letter topic, by reason",
-                                 ["reason"], registry=r),
+            dead_letters=Counter(
+                f"{p}_dead_letter", "Events sent to the dead-letter topic, by reason", ["reason"], registry=r
+            ),
             alerts=Counter(f"{p}_alerts", "Alerts published, by severity", ["severity"], registry=r),
-            alerts_suppressed=Counter(f"{p}_alerts_suppressed", "Alerts held back by the per-stream cooldown",
-                                      registry=r),
-            anomaly_score=Histogram(f"{p}_anomaly_score", "Anomaly score of scored (non-warming) events",
-                                    buckets=SCORE_BUCKETS, registry=r),
-            batch_duration=Histogram(f"{p}_batch_duration_seconds", "Time to process one polled batch",
-                                     buckets=BATCH_BUCKETS, registry=r),
-            event_lag=Histogram(f"{p}_event_lag_seconds", "Now minus the event timestamp, at scoring",
-                                buckets=LAG_BUCKETS, registry=r),
-            consumer_lag=Gauge(f"{p}_consumer_lag", "Messages behind the log end, per input partition",
-                               ["partition"], registry=r),
+            alerts_suppressed=Counter(
+                f"{p}_alerts_suppressed", "Alerts held back by the per-stream cooldown", registry=r
+            ),
+            anomaly_score=Histogram(
+                f"{p}_anomaly_score", "Anomaly score of scored (non-warming) events", buckets=SCORE_BUCKETS, registry=r
+            ),
+            batch_duration=Histogram(
+                f"{p}_batch_duration_seconds", "Time to process one polled batch", buckets=BATCH_BUCKETS, registry=r
+            ),
+            event_lag=Histogram(
+                f"{p}_event_lag_seconds", "Now minus the event timestamp, at scoring", buckets=LAG_BUCKETS, registry=r
+            ),
+            consumer_lag=Gauge(
+                f"{p}_consumer_lag", "Messages behind the log end, per input partition", ["partition"], registry=r
+            ),
             active_streams=Gauge(f"{p}_active_streams", "Streams with state in memory", registry=r),
             evictions=Counter(f"{p}_state_evictions", "Streams evicted (capacity or idle TTL)", registry=r),
-            checkpoint_duration=Histogram(f"{p}_checkpoint_duration_seconds", "Time to checkpoint state",
-                                          buckets=CHECKPOINT_BUCKETS, registry=r),
+            checkpoint_duration=Histogram(
+                f"{p}_checkpoint_duration_seconds", "Time to checkpoint state", buckets=CHECKPOINT_BUCKETS, registry=r
+            ),
             checkpoint_failures=Counter(f"{p}_checkpoint_failures", "Checkpoints that failed", registry=r),
             threshold=Gauge(f"{p}_threshold", "Alert threshold of the serving model", registry=r),
             model_info=Info(f"{p}_model", "The serving model", registry=r),
             rebalances=Counter(f"{p}_rebalances", "Partition assignments and revocations", registry=r),
             ready=Gauge(f"{p}_ready", "1 when the model is loaded and partitions are assigned", registry=r),
-            last_loop=Gauge(f"{p}_last_loop_timestamp_seconds", "Unix time of the last loop iteration",
-                            registry=r),
+            last_loop=Gauge(f"{p}_last_loop_timestamp_seconds", "Unix time of the last loop iteration", registry=r),
         )

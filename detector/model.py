@@ -71,12 +71,16 @@ def build_model(n_features: int, units: int, window: int, seed: int) -> Any:
     h0 = keras.Input((units,), name="h0")
     c0 = keras.Input((units,), name="c0")
     seq, h, c = keras.layers.LSTM(
-        units, return_sequences=True, return_state=True, name="lstm",
+        units,
+        return_sequences=True,
+        return_state=True,
+        name="lstm",
         kernel_initializer=init.GlorotUniform(seed=seed),
         recurrent_initializer=init.Orthogonal(seed=seed + 1),
     )(x, initial_state=[h0, c0])
-    y = keras.layers.Dense((window + 1) * n_features, name="decoder",
-                           kernel_initializer=init.GlorotUniform(seed=seed + 2))(seq)
+    y = keras.layers.Dense(
+        (window + 1) * n_features, name="decoder", kernel_initializer=init.GlorotUniform(seed=seed + 2)
+    )(seq)
     return keras.Model([x, h0, c0], [y, h, c], name="lstm_autoencoder")
 
 
@@ -94,8 +98,9 @@ def version_of(weights: LstmWeights, described: dict[str, Any]) -> str:
     return h.hexdigest()[:12]
 
 
-def make_metadata(model: Any, spec: FeatureSpec, norm: Normalizer, threshold: Threshold, window: int,
-                  extra: dict[str, Any]) -> dict[str, Any]:
+def make_metadata(
+    model: Any, spec: FeatureSpec, norm: Normalizer, threshold: Threshold, window: int, extra: dict[str, Any]
+) -> dict[str, Any]:
     keras = keras_env()
     import tensorflow as tf
 
@@ -174,7 +179,8 @@ def load_artifact(path: Path, spec: FeatureSpec | None = None) -> Artifact:
     nf = len(meta["features"]["names"])
     if weights.dec_kernel.shape[1] != (window + 1) * nf or weights.kernel.shape[0] != nf:
         raise ModelError(f"{model_file}: weight shapes do not match window {window} x {nf} features")
-    norm = Normalizer(np.array(meta["normalization"]["mean"], np.float32), np.array(meta["normalization"]["std"], np.float32))
+    stats = meta["normalization"]
+    norm = Normalizer(np.array(stats["mean"], np.float32), np.array(stats["std"], np.float32))
     th = meta["threshold"]
     threshold = Threshold(**th)
     return Artifact(weights, norm, threshold, meta)

@@ -1,7 +1,7 @@
 """Offline commands over a JSONL file: `detector score` and `detector evaluate`.
 
-    n = score_file(settings, Path("models/default"), Path("test.jsonl"), "scores.jsonl")
-    report = evaluate_file(settings, Path("models/default"), Path("test.jsonl"))
+n = score_file(settings, Path("models/default"), Path("test.jsonl"), "scores.jsonl")
+report = evaluate_file(settings, Path("models/default"), Path("test.jsonl"))
 """
 
 from __future__ import annotations
@@ -23,8 +23,16 @@ def _score(settings: Settings, model: Path, data: Path) -> tuple[Artifact, Datas
     spec = FeatureSpec.from_config(settings.features)
     art = load_artifact(model, spec)
     ds = load_events(data, spec, settings.runtime.max_event_bytes)
-    r = score_events(ds.events, art.weights, art.norm, spec, art.window, settings.model.warmup_events,
-                     art.prediction_weight, art.threshold.value)
+    r = score_events(
+        ds.events,
+        art.weights,
+        art.norm,
+        spec,
+        art.window,
+        settings.model.warmup_events,
+        art.prediction_weight,
+        art.threshold.value,
+    )
     return art, ds, r
 
 
@@ -32,8 +40,14 @@ def score_file(settings: Settings, model: Path, data: Path, out: str) -> int:
     art, ds, r = _score(settings, model, data)
     th = art.threshold.value
     rows = (
-        {"event_id": e.event_id, "stream_id": e.stream_id, "score": round(float(r.score[i]), 6), "threshold": th,
-         "alert": bool(r.alert[i]), "warming": bool(r.warming[i])}
+        {
+            "event_id": e.event_id,
+            "stream_id": e.stream_id,
+            "score": round(float(r.score[i]), 6),
+            "threshold": th,
+            "alert": bool(r.alert[i]),
+            "warming": bool(r.warming[i]),
+        }
         for i, e in enumerate(ds.events)
     )
     return write_jsonl(rows, out)
@@ -57,19 +71,35 @@ def evaluate_file(settings: Settings, model: Path, data: Path) -> dict[str, Any]
         idx = np.array([x == t for x in types])
         incs = {i for i, x in zip(ds.field("incident_id"), types, strict=True) if x == t}
         caught = {i for i, x, a in zip(ds.field("incident_id"), types, r.alert, strict=True) if x == t and a}
-        by_type[t] = {"events": int(idx.sum()), "event_recall": float(r.alert[idx].mean()),
-                      "incidents": len(incs), "incidents_caught": len(caught)}
+        by_type[t] = {
+            "events": int(idx.sum()),
+            "event_recall": float(r.alert[idx].mean()),
+            "incidents": len(incs),
+            "incidents_caught": len(caught),
+        }
     report["by_fraud_type"] = by_type
     return report
 
 
 def format_report(rep: dict[str, Any]) -> str:
-    lines = [f"model {rep['model_version']}  threshold {rep['threshold']:.4f}  events {rep['events']}  "
-             f"alerts {rep['alerts']}"]
-    keys = ("precision", "recall", "f1", "roc_auc", "pr_auc", "incident_recall", "mean_delay_events",
-            "mean_delay_seconds", "false_alerts_per_10k")
+    lines = [
+        f"model {rep['model_version']}  threshold {rep['threshold']:.4f}  events {rep['events']}  "
+        f"alerts {rep['alerts']}"
+    ]
+    keys = (
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "pr_auc",
+        "incident_recall",
+        "mean_delay_events",
+        "mean_delay_seconds",
+        "false_alerts_per_10k",
+    )
     lines += [f"  {k:<22} {rep[k]:.4f}" for k in keys]
     for t, v in rep.get("by_fraud_type", {}).items():
-        lines.append(f"  {t:<22} incidents {v['incidents_caught']}/{v['incidents']}  "
-                     f"event recall {v['event_recall']:.2f}")
+        lines.append(
+            f"  {t:<22} incidents {v['incidents_caught']}/{v['incidents']}  event recall {v['event_recall']:.2f}"
+        )
     return "\n".join(lines)

@@ -9,7 +9,8 @@ stream's state before it predicted (prediction head), run one LSTM step from the
 append the vector to the stream's ring of the last W vectors, decode the new h into a
 reconstruction of those W vectors (reconstruction head), and score
     (1 - a) * mean squared reconstruction error over the filled positions + a * prediction error
-with a = `prediction_weight`, stored in the model metadata because the threshold depends on it. Several events of one stream in a batch are processed in order, in rounds
+with a = `prediction_weight`, stored in the model metadata because the threshold depends on it.
+Several events of one stream in a batch are processed in order, in rounds
 (round r holds every stream's r-th event of the batch), so any batching and interleaving gives
 the same scores as scoring one event at a time.
 
@@ -82,8 +83,12 @@ class BatchScores:
         order = np.argsort(-e)[:k]
         total = max(float(e.sum()), 1e-12)
         return [
-            {"name": names[j], "value": _num(self.observed[i, j]), "expected": _num(self.expected[i, j]),
-             "share": round(float(e[j]) / total, 4)}
+            {
+                "name": names[j],
+                "value": _num(self.observed[i, j]),
+                "expected": _num(self.expected[i, j]),
+                "share": round(float(e[j]) / total, 4),
+            }
             for j in order
         ]
 
@@ -93,8 +98,16 @@ def _num(v: float) -> float | None:
 
 
 class StreamingScorer:
-    def __init__(self, weights: LstmWeights, norm: Normalizer, spec: FeatureSpec, table: StreamTable,
-                 window: int, warmup_events: int, prediction_weight: float = 0.5) -> None:
+    def __init__(
+        self,
+        weights: LstmWeights,
+        norm: Normalizer,
+        spec: FeatureSpec,
+        table: StreamTable,
+        window: int,
+        warmup_events: int,
+        prediction_weight: float = 0.5,
+    ) -> None:
         u = weights.units
         self.alpha = prediction_weight
         self.spec, self.norm, self.table = spec, norm, table
@@ -134,8 +147,17 @@ class StreamingScorer:
             self._score_round(rows, slots[rows], x, ts, score, warming, feat, expected)
         return BatchScores(score, warming, feat, x, self.norm.invert(expected))
 
-    def _score_round(self, rows: np.ndarray, s: np.ndarray, x: np.ndarray, ts: np.ndarray,
-                     score: np.ndarray, warming: np.ndarray, feat: np.ndarray, expected: np.ndarray) -> None:
+    def _score_round(
+        self,
+        rows: np.ndarray,
+        s: np.ndarray,
+        x: np.ndarray,
+        ts: np.ndarray,
+        score: np.ndarray,
+        warming: np.ndarray,
+        feat: np.ndarray,
+        expected: np.ndarray,
+    ) -> None:
         t, w, nf = self.table, self.window, self.n_features
         count = t.count[s]
         xr = x[rows]

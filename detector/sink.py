@@ -1,8 +1,8 @@
 """Kafka output: alerts and dead letters through one idempotent producer with acks=all.
 
-    with KafkaSink(settings.kafka) as sink:
-        sink.send("alerts", key=b"card-1", value=b"{...}")
-        sink.flush(timeout=10)      # raises DeliveryFailed unless every send since is acknowledged
+with KafkaSink(settings.kafka) as sink:
+    sink.send("alerts", key=b"card-1", value=b"{...}")
+    sink.flush(timeout=10)      # raises DeliveryFailed unless every send since is acknowledged
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ class KafkaSink:
         )
         return self
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         self._pending.append(self._producer.send(topic, key=key, value=value, headers=headers or []))
 
     def flush(self, timeout: float) -> int:
@@ -56,8 +57,8 @@ class KafkaSink:
             raise DeliveryFailed(f"flush failed: {exc}") from None
         failed = [f for f in pending if not f.is_done or f.failed()]
         if failed:
-            exc = failed[0].exception if failed[0].is_done else "timed out"
-            raise DeliveryFailed(f"{len(failed)} of {len(pending)} messages not acknowledged: {exc}")
+            why = failed[0].exception if failed[0].is_done else "timed out"
+            raise DeliveryFailed(f"{len(failed)} of {len(pending)} messages not acknowledged: {why}")
         return len(pending)
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:

@@ -33,8 +33,12 @@ class Record:
 
 
 class KafkaSource:
-    def __init__(self, cfg: KafkaConfig, on_assign: Callable[[list[Partition]], None] | None = None,
-                 on_revoke: Callable[[list[Partition]], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: KafkaConfig,
+        on_assign: Callable[[list[Partition]], None] | None = None,
+        on_revoke: Callable[[list[Partition]], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.on_assign, self.on_revoke = on_assign, on_revoke
         self._consumer: Any = None
@@ -80,8 +84,9 @@ class KafkaSource:
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
         if next_offsets:
-            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                   for (t, p), o in next_offsets.items()})
+            self._consumer.commit(
+                {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in next_offsets.items()}
+            )
 
     def lag(self) -> dict[int, int]:
         """Messages behind the log end per assigned partition, from the last fetch's high water."""

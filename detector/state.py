@@ -20,8 +20,9 @@ _INITIAL_CAPACITY = 1024
 
 
 class StreamTable:
-    def __init__(self, max_streams: int, units: int, window: int, n_features: int,
-                 idle_ttl_seconds: float = float("inf")) -> None:
+    def __init__(
+        self, max_streams: int, units: int, window: int, n_features: int, idle_ttl_seconds: float = float("inf")
+    ) -> None:
         self.max_streams = max_streams
         self.units, self.window, self.n_features = units, window, n_features
         self.idle_ttl = idle_ttl_seconds
@@ -34,20 +35,19 @@ class StreamTable:
     def _alloc(self, capacity: int) -> None:
         old = self.capacity
 
-        def grow(a: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-            new = np.zeros((capacity, *shape), dtype=dtype)
-            if a is not None:
-                new[:old] = a
+        def grow(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+            new: np.ndarray = np.zeros((capacity, *shape), dtype=dtype)
+            if old:
+                new[:old] = getattr(self, name)
             return new
 
-        first = old == 0
-        self.h = grow(None if first else self.h, (self.units,), np.float32)
-        self.c = grow(None if first else self.c, (self.units,), np.float32)
-        self.ring = grow(None if first else self.ring, (self.window, self.n_features), np.float32)
-        self.count = grow(None if first else self.count, (), np.int64)
-        self.last_ts = grow(None if first else self.last_ts, (), np.float64)
-        self.median = grow(None if first else self.median, (), np.float32)
-        self.last_seen = grow(None if first else self.last_seen, (), np.float64)
+        self.h = grow("h", (self.units,), np.float32)
+        self.c = grow("c", (self.units,), np.float32)
+        self.ring = grow("ring", (self.window, self.n_features), np.float32)
+        self.count = grow("count", (), np.int64)
+        self.last_ts = grow("last_ts", (), np.float64)
+        self.median = grow("median", (), np.float32)
+        self.last_seen = grow("last_seen", (), np.float64)
         self.free.extend(range(capacity - 1, old - 1, -1))
         self.capacity = capacity
 
@@ -101,6 +101,12 @@ class StreamTable:
 
     def state_bytes(self) -> int:
         """Bytes held by the arrays for the live streams (excluding the id map)."""
-        per = (self.h.itemsize * self.units * 2 + self.ring.itemsize * self.window * self.n_features
-               + self.count.itemsize + self.last_ts.itemsize + self.median.itemsize + self.last_seen.itemsize)
+        per = (
+            self.h.itemsize * self.units * 2
+            + self.ring.itemsize * self.window * self.n_features
+            + self.count.itemsize
+            + self.last_ts.itemsize
+            + self.median.itemsize
+            + self.last_seen.itemsize
+        )
         return per * len(self.index)

@@ -66,8 +66,9 @@ def pot_quantile(scores: np.ndarray, rate: float) -> tuple[float, float, float] 
     return float(z), xi, sigma
 
 
-def calibrate(scores: np.ndarray, target_rate: float, method: Literal["pot", "quantile"] = "pot",
-              critical_multiplier: float = 2.0) -> Threshold:
+def calibrate(
+    scores: np.ndarray, target_rate: float, method: Literal["pot", "quantile"] = "pot", critical_multiplier: float = 2.0
+) -> Threshold:
     s = np.asarray(scores, dtype=np.float64)
     s = s[np.isfinite(s)]
     if len(s) == 0:

@@ -66,10 +66,13 @@ class _Trainer:
         self.model, self.w, self.nf = model, window, n_features
         self.units = model.get_layer("lstm").units
         self.opt = keras.optimizers.Adam(learning_rate=lr, clipnorm=1.0)
-        spec = [tf.TensorSpec((None, None, n_features), tf.float32),
-                tf.TensorSpec((None, None, window + 1, n_features), tf.float32),
-                tf.TensorSpec((None, None, window + 1), tf.float32),
-                tf.TensorSpec((None, self.units), tf.float32), tf.TensorSpec((None, self.units), tf.float32)]
+        spec = [
+            tf.TensorSpec((None, None, n_features), tf.float32),
+            tf.TensorSpec((None, None, window + 1, n_features), tf.float32),
+            tf.TensorSpec((None, None, window + 1), tf.float32),
+            tf.TensorSpec((None, self.units), tf.float32),
+            tf.TensorSpec((None, self.units), tf.float32),
+        ]
 
         def loss_of(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any, training: bool) -> Any:
             y, h, c = model([x, h0, c0], training=training)
@@ -83,7 +86,7 @@ class _Trainer:
                 s, n, h, c = loss_of(x, tgt, mask, h0, c0, True)
                 loss = s / tf.maximum(n, 1.0)
             grads = tape.gradient(loss, model.trainable_variables)
-            self.opt.apply_gradients(zip(grads, model.trainable_variables))
+            self.opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return s, n, h, c
 
         @tf.function(input_signature=spec)
@@ -125,8 +128,14 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def train_from_file(settings: Settings, data: Path, out: Path, log: Callable[[str], None] = print,
-                    epochs: int | None = None, seed: int | None = None) -> dict[str, Any]:
+def train_from_file(
+    settings: Settings,
+    data: Path,
+    out: Path,
+    log: Callable[[str], None] = print,
+    epochs: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
     mc = settings.model
     seed = mc.seed if seed is None else seed
     epochs = mc.epochs if epochs is None else epochs
@@ -138,8 +147,10 @@ def train_from_file(settings: Settings, data: Path, out: Path, log: Callable[[st
         ds = Dataset([e for e, lab in zip(ds.events, labels, strict=True) if lab == 0], ds.invalid)
     if len(ds.events) < 100:
         raise ValueError(f"{data}: only {len(ds.events)} usable normal events; need at least 100")
-    log(f"loaded {len(ds.events)} normal events ({sum(ds.invalid.values())} invalid skipped) "
-        f"in {time.monotonic() - t0:.1f}s")
+    log(
+        f"loaded {len(ds.events)} normal events ({sum(ds.invalid.values())} invalid skipped) "
+        f"in {time.monotonic() - t0:.1f}s"
+    )
     raw = featurize(spec, ds.events)
     train_idx, val_idx, cal_idx = _split_streams(ds, mc.validation_split, seed)
     norm = Normalizer.fit(raw[np.concatenate(train_idx)])
@@ -170,27 +181,38 @@ def train_from_file(settings: Settings, data: Path, out: Path, log: Callable[[st
     scores = score_offline(model, norm, spec, settings, events_of(cal_idx))
     threshold = calibrate(scores, mc.target_false_alarm_rate, mc.threshold_method, mc.critical_multiplier)
     log(f"threshold {threshold.value:.4f} ({threshold.method}, {threshold.n_calibration} calibration events)")
-    meta = make_metadata(model, spec, norm, threshold, mc.window, {
-        "prediction_weight": mc.prediction_weight,
-        "training": {
-            "data_fingerprint": _fingerprint(Path(data)), "events": len(ds.events), "seed": seed,
-            "epochs_run": len(history), "history": [{"loss": a, "val_loss": b} for a, b in history],
-            "best_val_loss": float(best), "seconds": round(time.monotonic() - t0, 1),
-            "model_config": mc.model_dump(mode="json"),
+    meta = make_metadata(
+        model,
+        spec,
+        norm,
+        threshold,
+        mc.window,
+        {
+            "prediction_weight": mc.prediction_weight,
+            "training": {
+                "data_fingerprint": _fingerprint(Path(data)),
+                "events": len(ds.events),
+                "seed": seed,
+                "epochs_run": len(history),
+                "history": [{"loss": a, "val_loss": b} for a, b in history],
+                "best_val_loss": float(best),
+                "seconds": round(time.monotonic() - t0, 1),
+                "model_config": mc.model_dump(mode="json"),
+            },
         },
-    })
+    )
     save_artifact(model, meta, out)
     _plot(history, out / "training.png")
     log(f"saved model {meta['version']} to {out} in {time.monotonic() - t0:.1f}s")
     return meta
 
 
-def score_offline(model: Any, norm: Normalizer, spec: FeatureSpec, settings: Settings,
-                  events: list[Any]) -> np.ndarray:
+def score_offline(model: Any, norm: Normalizer, spec: FeatureSpec, settings: Settings, events: list[Any]) -> np.ndarray:
     """Scores of the non-warming events (time-ordered) through the streaming scorer."""
     mc = settings.model
-    r = score_events(events, weights_of(model), norm, spec, mc.window, mc.warmup_events, mc.prediction_weight,
-                     threshold=np.inf)
+    r = score_events(
+        events, weights_of(model), norm, spec, mc.window, mc.warmup_events, mc.prediction_weight, threshold=np.inf
+    )
     return r.score[~r.warming]
 
 

@@ -67,10 +67,16 @@ def hourly_intensity(p: Profile, days: int) -> np.ndarray:
 
 def _cols(n: int) -> dict[str, np.ndarray]:
     return {
-        "t": np.zeros(n), "card": np.zeros(n, np.int64), "amount": np.zeros(n),
-        "cat": np.zeros(n, np.int64), "merchant": np.zeros(n, np.int64), "country": np.zeros(n, np.int64),
-        "channel": np.zeros(n, np.int64), "label": np.zeros(n, np.int64),
-        "ftype": np.full(n, -1, np.int64), "incident": np.full(n, -1, np.int64),
+        "t": np.zeros(n),
+        "card": np.zeros(n, np.int64),
+        "amount": np.zeros(n),
+        "cat": np.zeros(n, np.int64),
+        "merchant": np.zeros(n, np.int64),
+        "country": np.zeros(n, np.int64),
+        "channel": np.zeros(n, np.int64),
+        "label": np.zeros(n, np.int64),
+        "ftype": np.full(n, -1, np.int64),
+        "incident": np.full(n, -1, np.int64),
     }
 
 
@@ -176,8 +182,13 @@ def fraud_events(
     else:  # pragma: no cover - Scenario validates the names
         raise ValueError(ftype)
     c = _cols(n)
-    c.update(t=t, amount=amount, cat=np.asarray(cat, np.int64), country=np.asarray(country, np.int64),
-             channel=np.asarray(channel, np.int64))
+    c.update(
+        t=t,
+        amount=amount,
+        cat=np.asarray(cat, np.int64),
+        country=np.asarray(country, np.int64),
+        channel=np.asarray(channel, np.int64),
+    )
     c["card"][:] = card
     usual = rng.random(n) < subtle * 0.5
     new_merchant = 900_000 + rng.integers(0, 99_999, n)  # merchants never seen in normal traffic

@@ -47,7 +47,7 @@ def open_out(path: str) -> IO[bytes]:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.name.endswith(".gz"):
-        return gzip.GzipFile(filename="", mode="wb", fileobj=open(p, "wb"), mtime=0)  # noqa: SIM115
+        return gzip.GzipFile(filename="", mode="wb", fileobj=open(p, "wb"), mtime=0)  # type: ignore[return-value]
     return open(p, "wb")  # noqa: SIM115
 
 

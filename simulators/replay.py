@@ -35,15 +35,24 @@ class ReplayResult:
     first_error: str | None = None
 
 
-def replay(path: str | Path, cfg: KafkaConfig, topic: str, rate: float | None = None, speed: float | None = None,
-           stream_field: str = "stream_id", time_field: str = "ts", progress: bool = True,
-           stop: threading.Event | None = None) -> ReplayResult:
+def replay(
+    path: str | Path,
+    cfg: KafkaConfig,
+    topic: str,
+    rate: float | None = None,
+    speed: float | None = None,
+    stream_field: str = "stream_id",
+    time_field: str = "ts",
+    progress: bool = True,
+    stop: threading.Event | None = None,
+) -> ReplayResult:
     from kafka import KafkaProducer
 
     stop = stop or threading.Event()
     res = ReplayResult()
-    producer = KafkaProducer(acks="all", enable_idempotence=True, linger_ms=20, batch_size=256 * 1024,
-                             **client_options(cfg))
+    producer = KafkaProducer(
+        acks="all", enable_idempotence=True, linger_ms=20, batch_size=256 * 1024, **client_options(cfg)
+    )
 
     def ok(_: object) -> None:
         res.acked += 1
@@ -83,13 +92,20 @@ def replay(path: str | Path, cfg: KafkaConfig, topic: str, rate: float | None = 
             if progress and now - last_print >= PROGRESS_EVERY_S:
                 last_print = now
                 el = now - t0
-                print(f"\rreplay: sent {res.sent}  acked {res.acked}  {res.sent / el:,.0f} ev/s", end="",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"\rreplay: sent {res.sent}  acked {res.acked}  {res.sent / el:,.0f} ev/s",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
         producer.flush()
     finally:
         producer.close(timeout=10)
     res.seconds = time.monotonic() - t0
     if progress:
-        print(f"\rreplay: sent {res.sent}  acked {res.acked}  failed {res.failed}  in {res.seconds:.1f}s "
-              f"({res.sent / max(res.seconds, 1e-9):,.0f} ev/s)", file=sys.stderr)
+        print(
+            f"\rreplay: sent {res.sent}  acked {res.acked}  failed {res.failed}  in {res.seconds:.1f}s "
+            f"({res.sent / max(res.seconds, 1e-9):,.0f} ev/s)",
+            file=sys.stderr,
+        )
     return res

@@ -1,6 +1,6 @@
 """Scenario files: which fraud types are injected, into how many cards, and how subtly.
 
-    scenario = load_scenario("config/scenarios/default.yaml")
+scenario = load_scenario("config/scenarios/default.yaml")
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ FraudType = Literal[
     "card_testing", "account_takeover", "velocity", "impossible_travel", "dormant_reactivation", "drift"
 ]
 FRAUD_TYPES: tuple[FraudType, ...] = (
-    "card_testing", "account_takeover", "velocity", "impossible_travel", "dormant_reactivation", "drift",
+    "card_testing",
+    "account_takeover",
+    "velocity",
+    "impossible_travel",
+    "dormant_reactivation",
+    "drift",
 )
 
 

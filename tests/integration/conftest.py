@@ -29,8 +29,12 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def script(self, command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BROKER), command, "--port", str(self.port), "--data-dir", str(self.data_dir)],
-                              capture_output=True, text=True, timeout=180)
+        return subprocess.run(
+            [str(BROKER), command, "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -51,5 +55,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 def names() -> dict[str, str]:
     """Unique topic and group names for one test."""
     u = uuid.uuid4().hex[:8]
-    return {"input": f"events-{u}", "alerts": f"alerts-{u}", "dlq": f"dlq-{u}", "state": f"state-{u}",
-            "group": f"group-{u}"}
+    return {
+        "input": f"events-{u}",
+        "alerts": f"alerts-{u}",
+        "dlq": f"dlq-{u}",
+        "state": f"state-{u}",
+        "group": f"group-{u}",
+    }

@@ -21,8 +21,9 @@ def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]])
 
 def read_all(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30.0) -> list[Any]:
     """Every record of `topic` from the beginning; with `expect`, poll until that many arrived."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                      consumer_timeout_ms=1000)
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", consumer_timeout_ms=1000
+    )
     try:
         deadline = time.monotonic() + timeout
         parts: list[int] = []

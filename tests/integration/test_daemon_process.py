@@ -39,17 +39,27 @@ def metric(url: str, name: str) -> float:
 
 
 def test_run_process_scores_serves_metrics_and_exits_0_on_sigterm(  # type: ignore[no-untyped-def]
-        broker, names, small_settings, model_dir, test_file, tmp_path: Path) -> None:
+    broker, names, small_settings, model_dir, test_file, tmp_path: Path
+) -> None:
     cfg = small_settings.model_dump(mode="json")
     cfg["model"]["path"] = str(model_dir)
-    cfg["kafka"].update(input_topic=names["input"], alerts_topic=names["alerts"], dead_letter_topic=names["dlq"],
-                        group_id=names["group"], bootstrap_servers="unused:1")
+    cfg["kafka"].update(
+        input_topic=names["input"],
+        alerts_topic=names["alerts"],
+        dead_letter_topic=names["dlq"],
+        group_id=names["group"],
+        bootstrap_servers="unused:1",
+    )
     path = tmp_path / "detector.yaml"
     path.write_text(yaml.safe_dump(cfg))
     port = free_port()
     env = {**os.environ, "DETECTOR__KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap, "DETECTOR__HTTP__PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "detector.cli", "run", "--config", str(path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector.cli", "run", "--config", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: http_status(f"{base}/readyz") == 200, 90, "/readyz to turn 200")
@@ -75,7 +85,8 @@ def test_run_process_scores_serves_metrics_and_exits_0_on_sigterm(  # type: igno
 def test_bad_config_stops_startup_with_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("kafka:\n  poll_timeout_ms: soon\n")
-    r = subprocess.run([sys.executable, "-m", "detector.cli", "run", "--config", str(path)], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "detector.cli", "run", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2
     assert r.stderr.strip().startswith("config error: kafka.poll_timeout_ms")

@@ -25,18 +25,48 @@ BAD = [
     (b"{not json", "undecodable"),
     (b"[1,2,3]", "not_an_object"),
     (orjson.dumps({"stream_id": "s", "ts": "2026-01-05T00:00:00Z", "amount": 1}), "missing_field"),
-    (orjson.dumps({"event_id": "x1", "stream_id": "s", "ts": "2026-01-05T00:00:00Z", "amount": "12",
-                   "channel": "pos", "country": "US", "merchant_category": "grocery"}), "wrong_type"),
-    (orjson.dumps({"event_id": "x2", "stream_id": "s", "ts": "2126-01-05T00:00:00Z", "amount": 1.0,
-                   "channel": "pos", "country": "US", "merchant_category": "grocery"}), "clock_skew"),
+    (
+        orjson.dumps(
+            {
+                "event_id": "x1",
+                "stream_id": "s",
+                "ts": "2026-01-05T00:00:00Z",
+                "amount": "12",
+                "channel": "pos",
+                "country": "US",
+                "merchant_category": "grocery",
+            }
+        ),
+        "wrong_type",
+    ),
+    (
+        orjson.dumps(
+            {
+                "event_id": "x2",
+                "stream_id": "s",
+                "ts": "2126-01-05T00:00:00Z",
+                "amount": 1.0,
+                "channel": "pos",
+                "country": "US",
+                "merchant_category": "grocery",
+            }
+        ),
+        "clock_skew",
+    ),
     (b"{" + b" " * 70_000 + b"}", "oversized"),
 ]
 
 
 def settings_for(base: Settings, broker_bootstrap: str, names: dict[str, str], model_dir: Path) -> Settings:
     data = base.model_dump()
-    data["kafka"].update(bootstrap_servers=broker_bootstrap, input_topic=names["input"], alerts_topic=names["alerts"],
-                         dead_letter_topic=names["dlq"], state_topic=names["state"], group_id=names["group"])
+    data["kafka"].update(
+        bootstrap_servers=broker_bootstrap,
+        input_topic=names["input"],
+        alerts_topic=names["alerts"],
+        dead_letter_topic=names["dlq"],
+        state_topic=names["state"],
+        group_id=names["group"],
+    )
     data["model"]["path"] = model_dir
     data["http"]["port"] = 0
     return Settings(**data)
@@ -54,7 +84,8 @@ def test_events_to_alerts_and_dead_letters(broker, names, small_settings, model_
         wait_for(lambda: app.health.ready, 60, "partition assignment")
         port = app.http_port
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200
-        produce(broker.bootstrap, names["input"], [(r["stream_id"].encode(), x) for r, x in zip(records, lines)])
+        keyed = [(r["stream_id"].encode(), x) for r, x in zip(records, lines, strict=True)]
+        produce(broker.bootstrap, names["input"], keyed)
         produce(broker.bootstrap, names["input"], [(b"bad", raw) for raw, _ in BAD])
         wait_for(lambda: app.stats.events >= total, 120, f"{total} events consumed")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
@@ -86,10 +117,19 @@ def test_events_to_alerts_and_dead_letters(broker, names, small_settings, model_
     assert got == {raw: reason for raw, reason in BAD}  # unchanged bytes, the right reason each
 
     assert committed(broker.bootstrap, names["group"], names["input"]) == end_offsets(broker.bootstrap, names["input"])
-    for name in ("detector_events_total", "detector_dead_letter_total", "detector_alerts_total",
-                 "detector_anomaly_score_bucket", "detector_batch_duration_seconds_bucket",
-                 "detector_event_lag_seconds_bucket", "detector_consumer_lag", "detector_active_streams",
-                 "detector_state_evictions_total", "detector_threshold", "detector_model_info",
-                 "detector_rebalances_total"):
+    for name in (
+        "detector_events_total",
+        "detector_dead_letter_total",
+        "detector_alerts_total",
+        "detector_anomaly_score_bucket",
+        "detector_batch_duration_seconds_bucket",
+        "detector_event_lag_seconds_bucket",
+        "detector_consumer_lag",
+        "detector_active_streams",
+        "detector_state_evictions_total",
+        "detector_threshold",
+        "detector_model_info",
+        "detector_rebalances_total",
+    ):
         assert name in metrics, name
     assert 'detector_dead_letter_total{reason="oversized"} 1.0' in metrics

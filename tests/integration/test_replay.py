@@ -21,9 +21,23 @@ def test_replay_100k_events_reads_back_complete_and_in_stream_order(broker, name
     path = tmp_path / "events.jsonl.gz"
     n = write_jsonl(card_records(simulate_cards(1200, 30, Scenario(), seed=21)), str(path))
     assert n >= 100_000
-    r = subprocess.run([sys.executable, "-m", "detector.cli", "replay", str(path), "--topic", names["input"],
-                        "--bootstrap-servers", broker.bootstrap, "--as-fast-as-possible"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "detector.cli",
+            "replay",
+            str(path),
+            "--topic",
+            names["input"],
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--as-fast-as-possible",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"sent {n}  acked {n}  failed 0" in r.stderr
     got = read_all(broker.bootstrap, names["input"], expect=n, timeout=120)

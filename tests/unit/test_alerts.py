@@ -17,13 +17,31 @@ SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "detector/schemas/ale
 
 
 def batch(spec: FeatureSpec, scores: list[float], streams: list[str], ts: list[float]) -> tuple[list, BatchScores]:
-    evs = [spec.parse(orjson.dumps({"event_id": f"e{i}", "stream_id": s, "ts": t, "amount": 10.0, "channel": "pos",
-                                    "country": "US", "merchant_category": "grocery"}))
-           for i, (s, t) in enumerate(zip(streams, ts, strict=True))]
+    evs = [
+        spec.parse(
+            orjson.dumps(
+                {
+                    "event_id": f"e{i}",
+                    "stream_id": s,
+                    "ts": t,
+                    "amount": 10.0,
+                    "channel": "pos",
+                    "country": "US",
+                    "merchant_category": "grocery",
+                }
+            )
+        )
+        for i, (s, t) in enumerate(zip(streams, ts, strict=True))
+    ]
     n, nf = len(evs), spec.n_features
     rng = np.random.default_rng(0)
-    return evs, BatchScores(np.array(scores, np.float32), np.zeros(n, bool), rng.random((n, nf)).astype(np.float32),
-                            rng.random((n, nf)).astype(np.float32), rng.random((n, nf)).astype(np.float32))
+    return evs, BatchScores(
+        np.array(scores, np.float32),
+        np.zeros(n, bool),
+        rng.random((n, nf)).astype(np.float32),
+        rng.random((n, nf)).astype(np.float32),
+        rng.random((n, nf)).astype(np.float32),
+    )
 
 
 def policy(spec: FeatureSpec, cooldown: float = 0.0) -> AlertPolicy:

@@ -29,18 +29,56 @@ def test_score_and_evaluate_offline(model_dir, test_file, tmp_path) -> None:  # 
     import json
 
     out = tmp_path / "scores.jsonl"
-    r = subprocess.run([sys.executable, "-m", "detector.cli", "score", "--model", str(model_dir), "--data",
-                        str(test_file), "--out", str(out)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "detector.cli",
+            "score",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(test_file),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     n_in = sum(1 for _ in test_file.open())
     assert len(lines) == n_in
     assert set(lines[0]) >= {"event_id", "stream_id", "score", "threshold", "alert", "warming"}
-    r = subprocess.run([sys.executable, "-m", "detector.cli", "evaluate", "--model", str(model_dir), "--data",
-                        str(test_file), "--json"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "detector.cli",
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(test_file),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    for k in ("precision", "recall", "f1", "roc_auc", "pr_auc", "incident_recall", "mean_delay_events",
-              "mean_delay_seconds", "false_alerts_per_10k", "events", "alerts"):
+    for k in (
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "pr_auc",
+        "incident_recall",
+        "mean_delay_events",
+        "mean_delay_seconds",
+        "false_alerts_per_10k",
+        "events",
+        "alerts",
+    ):
         assert k in rep
     assert rep["events"] == n_in and rep["alerts"] == sum(x["alert"] for x in lines)

@@ -10,8 +10,15 @@ from detector.config import FeaturesConfig
 from detector.exceptions import InvalidEvent
 from detector.features import FeatureSpec
 
-GOOD = {"event_id": "e1", "stream_id": "card-1", "ts": "2026-01-05T13:00:00Z", "amount": 12.5,
-        "channel": "pos", "country": "US", "merchant_category": "grocery"}
+GOOD = {
+    "event_id": "e1",
+    "stream_id": "card-1",
+    "ts": "2026-01-05T13:00:00Z",
+    "amount": 12.5,
+    "channel": "pos",
+    "country": "US",
+    "merchant_category": "grocery",
+}
 
 
 @pytest.fixture
@@ -76,8 +83,9 @@ def test_oversized_is_refused_before_decoding(spec: FeatureSpec) -> None:
 
 
 def test_clip_and_none_transform() -> None:
-    spec = FeatureSpec(FeaturesConfig(numeric=({"name": "amount", "transform": "none", "clip": (0, 10)},),
-                                      relative_to_median=None))
+    spec = FeatureSpec(
+        FeaturesConfig(numeric=({"name": "amount", "transform": "none", "clip": (0, 10)},), relative_to_median=None)
+    )
     assert spec.parse(raw(amount=50)).numeric == (10.0,)
 
 

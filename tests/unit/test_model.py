@@ -19,28 +19,40 @@ def _scores(model_dir: Path, settings: Settings, data: Path) -> np.ndarray:
     spec = FeatureSpec(settings.features)
     art = load_artifact(model_dir, spec)
     ds = load_events(data, spec)
-    return score_events(ds.events[:3000], art.weights, art.norm, spec, art.window, 3, art.prediction_weight,
-                        art.threshold.value).score
+    return score_events(
+        ds.events[:3000], art.weights, art.norm, spec, art.window, 3, art.prediction_weight, art.threshold.value
+    ).score
 
 
 def test_artifact_has_model_and_metadata(model_dir: Path) -> None:
     meta = json.loads((model_dir / "metadata.json").read_text())
-    for key in ("version", "created_at", "features", "window", "normalization", "threshold", "training",
-                "tensorflow_version", "keras_version"):
+    for key in (
+        "version",
+        "created_at",
+        "features",
+        "window",
+        "normalization",
+        "threshold",
+        "training",
+        "tensorflow_version",
+        "keras_version",
+    ):
         assert key in meta
     assert meta["threshold"]["value"] > 0
     assert (model_dir / "model.keras").is_file() and (model_dir / "training.png").is_file()
 
 
-def test_save_load_round_trip_gives_identical_scores(model_dir: Path, small_settings: Settings, test_file: Path,
-                                                     tmp_path: Path) -> None:
+def test_save_load_round_trip_gives_identical_scores(
+    model_dir: Path, small_settings: Settings, test_file: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(model_dir, copy)
     assert np.array_equal(_scores(model_dir, small_settings, test_file), _scores(copy, small_settings, test_file))
 
 
-def test_same_seed_same_model_and_scores(model_dir: Path, small_settings: Settings, train_file: Path,
-                                         test_file: Path, tmp_path: Path) -> None:
+def test_same_seed_same_model_and_scores(
+    model_dir: Path, small_settings: Settings, train_file: Path, test_file: Path, tmp_path: Path
+) -> None:
     again = tmp_path / "again"
     train_from_file(small_settings, train_file, again, log=lambda _m: None)
     a = json.loads((model_dir / "metadata.json").read_text())

@@ -68,8 +68,9 @@ def stream_scores(art: Artifact, spec: FeatureSpec, events: list, batch: int) ->
 
 
 @pytest.mark.parametrize("batch", [1, 7, 64, 4096])
-def test_streaming_equals_keras_offline(art: Artifact, events: list, reference: np.ndarray,
-                                        small_settings: Settings, batch: int) -> None:
+def test_streaming_equals_keras_offline(
+    art: Artifact, events: list, reference: np.ndarray, small_settings: Settings, batch: int
+) -> None:
     got = stream_scores(art, FeatureSpec(small_settings.features), events, batch)
     scale = max(float(np.median(reference)), 1e-6)
     assert np.max(np.abs(got - reference)) / scale <= 1e-5
@@ -77,8 +78,9 @@ def test_streaming_equals_keras_offline(art: Artifact, events: list, reference: 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), batch=st.integers(1, 50))
-def test_any_interleaving_gives_the_same_scores(art: Artifact, events: list, reference: np.ndarray,
-                                                small_settings: Settings, seed: int, batch: int) -> None:
+def test_any_interleaving_gives_the_same_scores(
+    art: Artifact, events: list, reference: np.ndarray, small_settings: Settings, seed: int, batch: int
+) -> None:
     # Shuffle the global order but keep each stream's own order: the scores must not move.
     rng = np.random.default_rng(seed)
     by_stream: dict[str, list[int]] = {}
@@ -137,8 +139,21 @@ def test_absurd_values_score_finite(art: Artifact, small_settings: Settings) -> 
     spec = FeatureSpec(small_settings.features)
     import orjson
 
-    evs = [spec.parse(orjson.dumps({"event_id": str(i), "stream_id": "s", "ts": 1e9 + i * 1e6, "amount": a,
-                                    "channel": "pos", "country": "??", "merchant_category": "x"}))
-           for i, a in enumerate([1.0, 1e300, 0.0, 1e-300, 5.0])]
+    evs = [
+        spec.parse(
+            orjson.dumps(
+                {
+                    "event_id": str(i),
+                    "stream_id": "s",
+                    "ts": 1e9 + i * 1e6,
+                    "amount": a,
+                    "channel": "pos",
+                    "country": "??",
+                    "merchant_category": "x",
+                }
+            )
+        )
+        for i, a in enumerate([1.0, 1e300, 0.0, 1e-300, 5.0])
+    ]
     r = score_events(evs, art.weights, art.norm, spec, art.window, 0, art.prediction_weight, np.inf)
     assert np.all(np.isfinite(r.score))

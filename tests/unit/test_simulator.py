@@ -27,8 +27,20 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path) -> None:
 def test_events_have_the_documented_fields_and_fraud_is_labelled() -> None:
     recs = list(card_records(simulate_cards(200, 20, ALL, 3)))
     assert len({r["event_id"] for r in recs}) == len(recs)
-    fields = {"event_id", "stream_id", "ts", "amount", "currency", "merchant_id", "merchant_category", "country",
-              "channel", "label", "fraud_type", "incident_id"}
+    fields = {
+        "event_id",
+        "stream_id",
+        "ts",
+        "amount",
+        "currency",
+        "merchant_id",
+        "merchant_category",
+        "country",
+        "channel",
+        "label",
+        "fraud_type",
+        "incident_id",
+    }
     assert all(set(r) == fields for r in recs)
     fraud = [r for r in recs if r["label"] == 1]
     assert fraud and all(r["fraud_type"] in FRAUD_TYPES and r["incident_id"] for r in fraud)
@@ -63,8 +75,9 @@ def test_account_takeover_moves_country_and_raises_amounts() -> None:
     s = Scenario(fraud_share=0.5, mix={"account_takeover": 1.0}, subtlety=0.0)
     c = simulate_cards(300, 30, s, 7)
     fraud = c["label"] == 1
-    homes = {int(k): int(np.bincount(c["country"][(c["card"] == k) & ~fraud]).argmax())
-             for k in np.unique(c["card"][fraud])}
+    homes = {
+        int(k): int(np.bincount(c["country"][(c["card"] == k) & ~fraud]).argmax()) for k in np.unique(c["card"][fraud])
+    }
     abroad = np.mean([c["country"][i] != homes[int(c["card"][i])] for i in np.flatnonzero(fraud)])
     assert abroad == 1.0
     assert np.median(c["amount"][fraud]) > 5 * np.median(c["amount"][~fraud])
