@@ -92,6 +92,13 @@ class FeatureSpec:
     def from_config(cls, cfg: FeaturesConfig) -> FeatureSpec:
         return cls(cfg)
 
+    def one_hot_columns(self) -> np.ndarray:
+        """Boolean mask of the categorical one-hot columns."""
+        mask = np.zeros(self.n_features, dtype=bool)
+        for off, c in zip(self.cat_offsets, self.categorical, strict=True):
+            mask[off : off + c.buckets] = True
+        return mask
+
     def describe(self) -> dict[str, Any]:
         """What a model artifact records to detect a mismatch with the running config."""
         return {"config": self.cfg.model_dump(mode="json"), "names": list(self.names)}

@@ -46,12 +46,18 @@ class Normalizer:
         return z * self.std + self.mean
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> Normalizer:
+    def fit(cls, x: np.ndarray, keep_raw: np.ndarray | None = None) -> Normalizer:
+        """Mean/std per column; columns flagged in `keep_raw` (one-hot blocks) stay 0/1."""
         mean = np.nanmean(x, axis=0)
         std = np.nanstd(x, axis=0)
-        # A floor on std: a near-constant training column (a rare one-hot bucket) would otherwise
-        # turn any change into a 1e6-sigma outlier.
+        # A floor on std: a near-constant training column would otherwise turn any change into a
+        # 1e6-sigma outlier.
         std = np.maximum(std, 0.05)
+        if keep_raw is not None:
+            # One-hot columns are not standardised: a rare bucket would become a 20-sigma "outlier"
+            # and the unpredictable choice among a card's usual shops would drown every other feature.
+            mean = np.where(keep_raw, 0.0, mean)
+            std = np.where(keep_raw, 1.0, std)
         return cls(np.nan_to_num(mean).astype(np.float32), std.astype(np.float32))
 
 

@@ -153,7 +153,7 @@ def train_from_file(
     )
     raw = featurize(spec, ds.events)
     train_idx, val_idx, cal_idx = _split_streams(ds, mc.validation_split, seed)
-    norm = Normalizer.fit(raw[np.concatenate(train_idx)])
+    norm = Normalizer.fit(raw[np.concatenate(train_idx)], spec.one_hot_columns())
     z = norm.apply(raw)
     seqs = lambda idx: [z[i] for i in idx]  # noqa: E731
     model = build_model(spec.n_features, mc.units, mc.window, seed)
