@@ -5,10 +5,10 @@
     app.stop()                                # from a signal handler or another thread
 
 One iteration: poll a batch -> decode and validate (bad events to the dead-letter topic) ->
-score the batch -> publish alerts -> wait until every message of the batch is acknowledged ->
-commit the batch's offsets. Offsets are committed only after their effects are acknowledged, so
-a crash re-scores at most the uncommitted tail (at-least-once); a failed delivery stops the loop
-without committing.
+score the batch -> publish alerts -> checkpoint when due. See `checkpoint` for the order that
+makes delivery at-least-once: offsets are committed only after the alerts, dead letters and the
+state they depend on are acknowledged by Kafka. A failure raises out of the loop without
+committing, so a restarted instance re-scores the uncommitted tail from the matching state.
 """
 
 from __future__ import annotations
@@ -21,14 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 
+from detector import checkpoint as ckpt
 from detector.alerts import AlertPolicy
+from detector.changelog import read_partition
 from detector.config import Settings
-from detector.exceptions import InvalidEvent
+from detector.exceptions import DetectorError, InvalidEvent
 from detector.features import FeatureSpec, ParsedEvent, dumps
 from detector.health import HealthServer, HealthState
-from detector.kafka_client import ensure_topics
+from detector.kafka_client import ensure_topics, partition_count
 from detector.metrics import Metrics
 from detector.model import Artifact, load_artifact
 from detector.scoring import BatchScores, StreamingScorer
@@ -48,6 +51,7 @@ class RunStats:
     scored: int = 0
     warming: int = 0
     invalid: int = 0
+    already_applied: int = 0
     alerts: int = 0
     batches: int = 0
     committed: dict[Partition, int] = field(default_factory=dict)
@@ -90,6 +94,9 @@ class Detector:
         self.stats = RunStats()
         self._stop = threading.Event()
         self._reported = {"suppressed": 0, "evictions": 0}  # running totals already added to counters
+        self._pending: dict[Partition, int] = {}  # next offset per partition, not yet committed
+        self._last_checkpoint = time.monotonic()
+        self._callback_error: BaseException | None = None
         self._sink: KafkaSink | None = None
         self._source: KafkaSource | None = None
         self.metrics.threshold.set(art.threshold.value)
@@ -98,26 +105,98 @@ class Detector:
     def stop(self) -> None:
         self._stop.set()
 
-    # -- rebalance callbacks (run inside poll) -------------------------------------------------
+    # -- rebalance callbacks (run inside poll, between batches) ------------------------------
+    def _on_revoke(self, partitions: list[Partition]) -> None:
+        if not partitions:
+            return
+        self.metrics.rebalances.inc()
+        self._set_ready(False, "rebalancing")
+        try:
+            # kafka-python runs this callback on its IO thread, where a blocking commit is not
+            # allowed: the state is flushed here, the offsets committed asynchronously. Correctness
+            # does not hinge on that commit: restored state carries each stream's applied offset.
+            self.checkpoint("revoke", blocking=False)
+        except BaseException as exc:  # noqa: BLE001 - kafka-python swallows callback errors; re-raised in run()
+            self._callback_error = exc
+            return
+        dropped = self.table.drop_partitions({p for _, p in partitions})
+        log.info(
+            "partitions revoked: %s (checkpointed, %d streams handed over)", sorted(p for _, p in partitions), dropped
+        )
+
     def _on_assign(self, partitions: list[Partition]) -> None:
         self.metrics.rebalances.inc()
-        self.health.ready = bool(partitions)
-        self.health.reason = "ready" if partitions else "no partitions assigned"
-        self.metrics.ready.set(1 if partitions else 0)
-        log.info("partitions assigned: %s", sorted(p for _, p in partitions))
+        try:
+            restored = self._restore(sorted(p for _, p in partitions))
+        except BaseException as exc:  # noqa: BLE001 - see _on_revoke
+            self._callback_error = exc
+            return
+        self._set_ready(bool(partitions), "ready" if partitions else "no partitions assigned")
+        log.info("partitions assigned: %s (%d streams restored)", sorted(p for _, p in partitions), restored)
 
-    def _on_revoke(self, partitions: list[Partition]) -> None:
-        self.metrics.rebalances.inc()
-        self.health.ready = False
-        self.health.reason = "rebalancing"
-        self.metrics.ready.set(0)
-        log.info("partitions revoked: %s", sorted(p for _, p in partitions))
+    def _set_ready(self, ready: bool, reason: str) -> None:
+        self.health.ready, self.health.reason = ready, reason
+        self.metrics.ready.set(1 if ready else 0)
+
+    def _restore(self, partitions: list[int]) -> int:
+        """Load the latest state of every stream of these partitions from the changelog."""
+        t0 = time.monotonic()
+        version, now, n, stale = self.artifact.version, self.clock(), 0, 0
+        for p in partitions:
+            for key, value in read_partition(self.settings.kafka, p):
+                if value is None:
+                    self.table.remove(key)
+                    continue
+                slot = self.table.slot_for_restore(key, p, now)
+                if ckpt.decode_into(self.table, slot, value, version):
+                    n += 1
+                else:
+                    self.table.remove(key)  # another model's state: this stream starts cold
+                    stale += 1
+        self.table.evicted.clear()  # evictions during a restore concern streams never written since
+        if stale:
+            log.warning("ignored %d changelog records written by another model version", stale)
+        log.info("restored %d streams of partitions %s in %.2fs", n, partitions, time.monotonic() - t0)
+        return n
+
+    # -- checkpoint ----------------------------------------------------------------------------
+    def checkpoint(self, reason: str, blocking: bool = True) -> None:
+        """Make everything up to the last processed event durable, in this order:
+
+        1. produce the state of every stream changed since the last checkpoint to the changelog
+           (partition = the stream's input partition), and a tombstone for each evicted stream;
+        2. flush the producer: alerts, dead letters and state are all acknowledged (acks=all),
+           or DeliveryFailed is raised and nothing below happens;
+        3. commit the input offsets of every event processed so far.
+        A crash before step 2 completes re-scores from the previous commit with the previous state;
+        a crash between 2 and 3 skips the events the saved state already holds (applied offsets).
+        """
+        assert self._sink is not None and self._source is not None
+        t0 = time.perf_counter()
+        topic, version, t = self.settings.kafka.state_topic, self.artifact.version, self.table
+        try:
+            for sid, slot, part in t.take_dirty():
+                self._sink.send(topic, sid.encode(), ckpt.encode(t, slot, version), partition=part)
+            for sid, part in t.evicted:
+                self._sink.send(topic, sid.encode(), None, partition=part)
+            t.evicted.clear()
+            self._sink.flush(FLUSH_TIMEOUT_S)
+            self._source.commit(self._pending, blocking)
+        except Exception:
+            self.metrics.checkpoint_failures.inc()
+            self._set_ready(False, f"checkpoint failed ({reason})")
+            raise
+        self.stats.committed.update(self._pending)
+        self._pending = {}
+        self._last_checkpoint = time.monotonic()
+        self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, max_events: int | None = None, timeout: float | None = None) -> RunStats:
         """Run until stop(), `max_events` consumed, or `timeout` seconds; returns what was done."""
         s = self.settings
         deadline = None if timeout is None else time.monotonic() + timeout
+        interval = s.state.checkpoint_interval_seconds
         log.info(
             "starting: model %s, threshold %.4f, input %s, group %s",
             self.artifact.version,
@@ -129,48 +208,70 @@ class Detector:
             server = stack.enter_context(HealthServer(self.registry, self.health, s.http.host, s.http.port))
             self.http_port = server.port
             log.info("metrics and health on http://%s:%d", s.http.host, server.port)
-            if s.kafka.create_topics:
-                ensure_topics(s.kafka, [s.kafka.input_topic, s.kafka.alerts_topic, s.kafka.dead_letter_topic])
+            self._prepare_topics()
             self._sink = stack.enter_context(KafkaSink(s.kafka))
             self._source = stack.enter_context(KafkaSource(s.kafka, self._on_assign, self._on_revoke))
             while not self._stop.is_set():
                 records = self._source.poll()
+                if self._callback_error is not None:
+                    raise self._callback_error
                 self.health.beat()
                 self.metrics.last_loop.set(time.time())
                 if records:
                     self._process(records)
+                if self._pending and time.monotonic() - self._last_checkpoint >= interval:
+                    self.checkpoint("interval")
                 if max_events is not None and self.stats.events >= max_events:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+            self.checkpoint("shutdown")
             log.info("stopping after %d events (%d alerts)", self.stats.events, self.stats.alerts)
-        self.health.ready = False
+        self._set_ready(False, "stopped")
         return self.stats
 
+    def _prepare_topics(self) -> None:
+        k = self.settings.kafka
+        if k.create_topics:
+            ensure_topics(k, [k.input_topic, k.alerts_topic, k.dead_letter_topic])
+            ensure_topics(k, [k.state_topic], compacted=[k.state_topic], partitions=partition_count(k, k.input_topic))
+        n_in, n_state = partition_count(k, k.input_topic), partition_count(k, k.state_topic)
+        if n_state < n_in:
+            raise DetectorError(
+                f"state topic {k.state_topic} has {n_state} partitions, fewer than the "
+                f"{n_in} of {k.input_topic}: it must have at least as many"
+            )
+
     def _process(self, records: list[Record]) -> None:
-        """One batch: validate, score, alert, wait for acks, then commit (the order matters)."""
+        """One batch: validate, score, publish alerts; offsets wait for the next checkpoint."""
         assert self._sink is not None and self._source is not None
         t0 = time.perf_counter()
         now = self.clock()
-        events, invalid = self._decode(records, now)
-        scores = self._score(events, now)
+        events, parts, offs, invalid = self._decode(records, now)
+        scores = self.scorer.score_batch(events, now, parts)
+        np.maximum.at(self.table.offset, scores.slots, offs)
         alerts = self.policy.alerts_for(events, scores, now) if events else []
         alerts_topic = self.settings.kafka.alerts_topic
         for a in alerts:
             self._sink.send(alerts_topic, a["stream_id"].encode(), dumps(a))
-        self._sink.flush(FLUSH_TIMEOUT_S)  # raises DeliveryFailed: nothing below runs
-        offsets: dict[Partition, int] = {}
         for r in records:
             key = (r.topic, r.partition)
-            offsets[key] = max(offsets.get(key, 0), r.offset + 1)
-        self._source.commit(offsets)
-        self._account(records, events, invalid, scores, alerts, now, offsets, time.perf_counter() - t0)
+            self._pending[key] = max(self._pending.get(key, 0), r.offset + 1)
+        self._account(records, events, invalid, scores, alerts, now, time.perf_counter() - t0)
 
-    def _decode(self, records: list[Record], now: float) -> tuple[list[ParsedEvent], int]:
+    def _decode(self, records: list[Record], now: float) -> tuple[list[ParsedEvent], np.ndarray, np.ndarray, int]:
+        """Valid events (with partitions and offsets) and the count of dead-lettered ones.
+
+        An event at or below its stream's applied offset was already scored and applied to the
+        restored state by this group (before a rebalance or restart): it is skipped, not re-applied.
+        """
         rt = self.settings.runtime
         spec, sink, dlq = self.spec, self._sink, self.settings.kafka.dead_letter_topic
         assert sink is not None
+        index, applied = self.table.index, self.table.offset
         events: list[ParsedEvent] = []
+        parts: list[int] = []
+        offs: list[int] = []
         invalid = 0
         for r in records:
             try:
@@ -179,7 +280,13 @@ class Detector:
                 ev = spec.parse(r.value, rt.max_event_bytes)
                 if ev.ts > now + rt.max_future_seconds or ev.ts < now - rt.max_past_seconds:
                     raise InvalidEvent("clock_skew", f"timestamp {ev.ts:.0f} too far from now {now:.0f}")
+                slot = index.get(ev.stream_id)
+                if slot is not None and r.offset <= applied[slot]:
+                    self.stats.already_applied += 1
+                    continue
                 events.append(ev)
+                parts.append(r.partition)
+                offs.append(r.offset)
             except InvalidEvent as exc:
                 invalid += 1
                 sink.send(
@@ -195,10 +302,7 @@ class Detector:
                     ],
                 )
                 self.metrics.dead_letters.labels(reason=exc.reason).inc()
-        return events, invalid
-
-    def _score(self, events: list[ParsedEvent], now: float) -> BatchScores:
-        return self.scorer.score_batch(events, now)
+        return events, np.array(parts, dtype=np.int32), np.array(offs, dtype=np.int64), invalid
 
     def _account(
         self,
@@ -208,7 +312,6 @@ class Detector:
         scores: BatchScores,
         alerts: list[dict[str, Any]],
         now: float,
-        offsets: dict[Partition, int],
         took: float,
     ) -> None:
         m, st = self.metrics, self.stats
@@ -219,7 +322,6 @@ class Detector:
         st.scored += len(events) - warming
         st.alerts += len(alerts)
         st.batches += 1
-        st.committed.update(offsets)
         m.events.labels(result="scored").inc(len(events) - warming)
         m.events.labels(result="warming").inc(warming)
         m.events.labels(result="invalid").inc(invalid)

@@ -37,7 +37,20 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     return opts
 
 
-def ensure_topics(cfg: KafkaConfig, topics: Iterable[str], compacted: Iterable[str] = ()) -> list[str]:
+def partition_count(cfg: KafkaConfig, topic: str) -> int:
+    """Partitions of an existing topic (0 if it does not exist)."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(request_timeout_ms=max(REQUEST_TIMEOUT_MS, 30_000), **client_options(cfg))
+    try:
+        return len(c.partitions_for_topic(topic) or ())
+    finally:
+        c.close()
+
+
+def ensure_topics(
+    cfg: KafkaConfig, topics: Iterable[str], compacted: Iterable[str] = (), partitions: int | None = None
+) -> list[str]:
     """Create the missing topics (partitions and replication from config); returns those created."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError

@@ -83,6 +83,7 @@ class BatchScores:
     feature_error: np.ndarray  # (n, F) each feature's (scaled) error; the score is their mean
     observed: np.ndarray  # (n, F) raw feature values of the event
     expected: np.ndarray  # (n, F) the model's reconstruction of the event, in raw units
+    slots: np.ndarray  # (n,) each event's slot in the stream table
 
     def top_features(self, i: int, names: tuple[str, ...], k: int = 3) -> list[dict[str, object]]:
         e = self.feature_error[i]
@@ -140,18 +141,18 @@ class StreamingScorer:
         c = f * c + i * g[:, 2 * u : 3 * u]
         return o * np.tanh(c), c
 
-    def score_batch(self, events: list[ParsedEvent], now: float) -> BatchScores:
+    def score_batch(self, events: list[ParsedEvent], now: float, partitions: np.ndarray | None = None) -> BatchScores:
         n, nf = len(events), self.n_features
         x = self.spec.base_matrix(events)
         ts = np.array([e.ts for e in events], dtype=np.float64)
-        slots = self.table.slots_for([e.stream_id for e in events], now)
+        slots = self.table.slots_for([e.stream_id for e in events], now, partitions)
         score = np.zeros(n, dtype=np.float32)
         warming = np.zeros(n, dtype=bool)
         feat = np.zeros((n, nf), dtype=np.float32)
         expected = np.zeros((n, nf), dtype=np.float32)
         for rows in _rounds(slots):
             self._score_round(rows, slots[rows], x, ts, score, warming, feat, expected)
-        return BatchScores(score, warming, feat, x, self.norm.invert(expected))
+        return BatchScores(score, warming, feat, x, self.norm.invert(expected), slots)
 
     def _score_round(
         self,

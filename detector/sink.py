@@ -40,9 +40,15 @@ class KafkaSink:
         return self
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None:
-        self._pending.append(self._producer.send(topic, key=key, value=value, headers=headers or []))
+        fut = self._producer.send(topic, key=key, value=value, headers=headers or [], partition=partition)
+        self._pending.append(fut)
 
     def flush(self, timeout: float) -> int:
         """Wait for every pending send; returns how many were acknowledged."""

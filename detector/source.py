@@ -4,7 +4,7 @@
         records = src.poll()                  # list[Record], at most max_poll_records
         src.commit({("events", 0): 1234})     # next offset to read, per partition
 
-Auto-commit is off: the loop commits only after a batch's effects are acknowledged.
+Auto-commit is off: the loop commits at checkpoints, after the effects are acknowledged.
 """
 
 from __future__ import annotations
@@ -79,14 +79,17 @@ class KafkaSource:
                 out.append(Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp))
         return out
 
-    def commit(self, next_offsets: dict[Partition, int]) -> None:
-        """Commit synchronously; raises if the broker refuses (e.g. after a rebalance)."""
+    def commit(self, next_offsets: dict[Partition, int], blocking: bool = True) -> None:
+        """Commit; blocking raises if the broker refuses. Non-blocking is for rebalance callbacks."""
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
-        if next_offsets:
-            self._consumer.commit(
-                {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in next_offsets.items()}
-            )
+        if not next_offsets:
+            return
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in next_offsets.items()}
+        if blocking:
+            self._consumer.commit(offsets)
+        else:
+            self._consumer.commit_async(offsets)
 
     def lag(self) -> dict[int, int]:
         """Messages behind the log end per assigned partition, from the last fetch's high water."""

@@ -29,6 +29,10 @@ class StreamTable:
         self.index: OrderedDict[str, int] = OrderedDict()
         self.free: list[int] = []
         self.evictions = 0
+        # Streams evicted since the last checkpoint, with their input partition: the changelog
+        # gets a tombstone for each, so a restore does not bring them back.
+        self.evicted: list[tuple[str, int]] = []
+        self.ids: list[str | None] = []  # slot -> stream id
         self.capacity = 0
         self._alloc(min(_INITIAL_CAPACITY, max_streams))
 
@@ -48,6 +52,12 @@ class StreamTable:
         self.last_ts = grow("last_ts", (), np.float64)
         self.median = grow("median", (), np.float32)
         self.last_seen = grow("last_seen", (), np.float64)
+        self.partition = grow("partition", (), np.int32)
+        # Input offset of the last event applied to the stream: a replayed event at or below it
+        # (after a rebalance or restart) is skipped instead of being applied to the state twice.
+        self.offset = grow("offset", (), np.int64)
+        self.dirty = grow("dirty", (), np.bool_)
+        self.ids.extend([None] * (capacity - old))
         self.free.extend(range(capacity - 1, old - 1, -1))
         self.capacity = capacity
 
@@ -61,14 +71,18 @@ class StreamTable:
         self.count[slot] = 0
         self.last_ts[slot] = 0.0
         self.median[slot] = 0.0
+        self.offset[slot] = -1
+        self.dirty[slot] = False
 
     def _evict_oldest(self) -> None:
-        _, slot = self.index.popitem(last=False)
+        sid, slot = self.index.popitem(last=False)
         self.free.append(slot)
         self.evictions += 1
+        self.evicted.append((sid, int(self.partition[slot])))
+        self.ids[slot] = None
 
-    def slots_for(self, stream_ids: Sequence[str], now: float) -> np.ndarray:
-        """Slot of each id (allocating new ones), marking each as most recently seen."""
+    def slots_for(self, stream_ids: Sequence[str], now: float, partitions: np.ndarray | None = None) -> np.ndarray:
+        """Slot of each id (allocating new ones), marking each as most recently seen and dirty."""
         out = np.empty(len(stream_ids), dtype=np.int64)
         index = self.index
         for i, sid in enumerate(stream_ids):
@@ -82,11 +96,43 @@ class StreamTable:
                 slot = self.free.pop()
                 self._reset(slot)
                 index[sid] = slot
+                self.ids[slot] = sid
             else:
                 index.move_to_end(sid)
             out[i] = slot
         self.last_seen[out] = now
+        self.dirty[out] = True
+        if partitions is not None:
+            self.partition[out] = partitions
         return out
+
+    def slot_for_restore(self, stream_id: str, partition: int, now: float) -> int:
+        """A clean slot for a stream being restored from the changelog (not marked dirty)."""
+        slot = self.slots_for([stream_id], now)[0]
+        self._reset(slot)
+        self.partition[slot] = partition
+        return int(slot)
+
+    def remove(self, stream_id: str) -> None:
+        slot = self.index.pop(stream_id, None)
+        if slot is not None:
+            self._reset(slot)
+            self.ids[slot] = None
+            self.free.append(slot)
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget every stream of these input partitions (revoked: another instance owns them)."""
+        gone = [sid for sid, slot in self.index.items() if int(self.partition[slot]) in partitions]
+        for sid in gone:
+            self.remove(sid)
+        self.evicted = [(sid, p) for sid, p in self.evicted if p not in partitions]
+        return len(gone)
+
+    def take_dirty(self) -> list[tuple[str, int, int]]:
+        """(stream id, slot, partition) of every stream changed since the last call; clears the marks."""
+        slots = np.flatnonzero(self.dirty)
+        self.dirty[slots] = False
+        return [(self.ids[s], int(s), int(self.partition[s])) for s in slots]  # type: ignore[misc]
 
     def expire(self, now: float) -> int:
         """Evict streams idle longer than the TTL; returns how many."""

@@ -63,12 +63,32 @@ def blatant_stream(n_normal: int = 12) -> list[dict[str, object]]:
     t = 1767603600.0  # 2026-01-05 09:00 UTC
     for i in range(n_normal):
         t += 6 * 3600
-        evs.append({"event_id": f"blatant-{i}", "stream_id": "card-blatant", "ts": t, "amount": 25.0 + i % 3,
-                    "channel": "pos", "country": "US", "merchant_category": "grocery", "label": 0})
+        evs.append(
+            {
+                "event_id": f"blatant-{i}",
+                "stream_id": "card-blatant",
+                "ts": t,
+                "amount": 25.0 + i % 3,
+                "channel": "pos",
+                "country": "US",
+                "merchant_category": "grocery",
+                "label": 0,
+            }
+        )
     for i in range(3):
         t += 5
-        evs.append({"event_id": f"blatant-fraud-{i}", "stream_id": "card-blatant", "ts": t, "amount": 9e6,
-                    "channel": "atm", "country": "ZZ", "merchant_category": "jewelry", "label": 1})
+        evs.append(
+            {
+                "event_id": f"blatant-fraud-{i}",
+                "stream_id": "card-blatant",
+                "ts": t,
+                "amount": 9e6,
+                "channel": "atm",
+                "country": "ZZ",
+                "merchant_category": "jewelry",
+                "label": 1,
+            }
+        )
     return evs
 
 

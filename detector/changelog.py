@@ -1,0 +1,50 @@
+"""Reading the compacted state changelog back, one input partition at a time.
+
+    for key, value in read_partition(settings.kafka, partition=3):
+        ...   # value None is a tombstone (the stream was evicted)
+
+Changelog partition p holds the state of the streams of input partition p (the daemon writes it
+with an explicit partition), so an instance restores exactly the partitions it was assigned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from detector.config import KafkaConfig
+from detector.exceptions import KafkaUnavailable
+from detector.kafka_client import REQUEST_TIMEOUT_MS, client_options
+
+# Restoring 100k streams reads ~170 MB; a minute covers a slow broker on a loaded machine.
+RESTORE_TIMEOUT_S = 60.0
+
+
+def read_partition(cfg: KafkaConfig, partition: int) -> Iterator[tuple[str, bytes | None]]:
+    """Every (key, value) of one changelog partition, from the beginning to its end now."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    opts: dict[str, Any] = {**client_options(cfg), "client_id": f"detector-restore-{cfg.group_id}"}
+    c = KafkaConsumer(
+        enable_auto_commit=False,
+        request_timeout_ms=max(REQUEST_TIMEOUT_MS, 30_000),
+        max_partition_fetch_bytes=8 << 20,
+        **opts,
+    )
+    try:
+        tp = TopicPartition(cfg.state_topic, partition)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        end = c.end_offsets([tp])[tp]
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        while c.position(tp) < end:
+            if time.monotonic() > deadline:
+                where = f"{cfg.state_topic}[{partition}]"
+                raise KafkaUnavailable(f"restoring {where} did not finish in {RESTORE_TIMEOUT_S}s")
+            for records in c.poll(timeout_ms=200).values():
+                for m in records:
+                    if m.offset < end and m.key is not None:
+                        yield m.key.decode("utf-8", "replace"), m.value
+    finally:
+        c.close()

@@ -1,0 +1,58 @@
+"""Per-stream state to and from the compacted changelog topic.
+
+    rec = encode(table, slot, model_version)          # bytes: the value of key=stream_id
+    decode_into(table, slot, rec, model_version)       # False when the record is for another model
+
+Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes),
+count i64, last_ts f64, median f32, input offset of the last applied event i64, then h, c
+(units f32 each) and the ring (W x F f32).
+A record written under another model version is ignored on restore (that stream starts cold):
+hidden state is meaningless across weights.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from detector.state import StreamTable
+
+MAGIC = b"DS"
+FORMAT = 1
+_HEADER = struct.Struct("<2sB12sqdfq")
+
+
+def encode(table: StreamTable, slot: int, model_version: str) -> bytes:
+    head = _HEADER.pack(
+        MAGIC,
+        FORMAT,
+        model_version.encode()[:12].ljust(12),
+        int(table.count[slot]),
+        float(table.last_ts[slot]),
+        float(table.median[slot]),
+        int(table.offset[slot]),
+    )
+    return head + table.h[slot].tobytes() + table.c[slot].tobytes() + table.ring[slot].tobytes()
+
+
+def record_size(table: StreamTable) -> int:
+    return _HEADER.size + 4 * (2 * table.units + table.window * table.n_features)
+
+
+def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str) -> bool:
+    if len(value) != record_size(table):
+        return False
+    magic, fmt, version, count, last_ts, median, offset = _HEADER.unpack_from(value)
+    if magic != MAGIC or fmt != FORMAT or version.rstrip(b" ").decode() != model_version[:12]:
+        return False
+    u, o = table.units, _HEADER.size
+    floats = np.frombuffer(value, dtype=np.float32, offset=o)
+    table.h[slot] = floats[:u]
+    table.c[slot] = floats[u : 2 * u]
+    table.ring[slot] = floats[2 * u :].reshape(table.window, table.n_features)
+    table.count[slot] = count
+    table.last_ts[slot] = last_ts
+    table.median[slot] = median
+    table.offset[slot] = offset
+    return True

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import numpy as np
+
+from detector.checkpoint import decode_into, encode, record_size
+from detector.state import StreamTable
+
+
+def filled_table() -> tuple[StreamTable, int]:
+    t = StreamTable(max_streams=10, units=4, window=3, n_features=2)
+    slot = int(t.slots_for(["card-1"], now=0.0, partitions=np.array([2], np.int32))[0])
+    rng = np.random.default_rng(0)
+    t.h[slot], t.c[slot] = rng.standard_normal(4), rng.standard_normal(4)
+    t.ring[slot] = rng.standard_normal((3, 2))
+    t.count[slot], t.last_ts[slot], t.median[slot], t.offset[slot] = 7, 1.7e9, 3.5, 1234
+    return t, slot
+
+
+def test_round_trip_restores_every_field() -> None:
+    t, slot = filled_table()
+    rec = encode(t, slot, "abcdef123456")
+    assert len(rec) == record_size(t)
+    u = StreamTable(max_streams=10, units=4, window=3, n_features=2)
+    s2 = u.slot_for_restore("card-1", 2, now=0.0)
+    assert decode_into(u, s2, rec, "abcdef123456")
+    for name in ("h", "c", "ring", "count", "last_ts", "median", "offset"):
+        assert np.array_equal(getattr(u, name)[s2], getattr(t, name)[slot]), name
+    assert not u.dirty[s2]  # restored state is not re-written at the next checkpoint
+
+
+def test_state_of_another_model_or_shape_is_refused() -> None:
+    t, slot = filled_table()
+    rec = encode(t, slot, "abcdef123456")
+    u = StreamTable(max_streams=10, units=4, window=3, n_features=2)
+    assert not decode_into(u, 0, rec, "other-model1")
+    v = StreamTable(max_streams=10, units=8, window=3, n_features=2)
+    assert not decode_into(v, 0, rec, "abcdef123456")
+    assert not decode_into(u, 0, b"garbage", "abcdef123456")
+
+
+def test_dirty_tracking_and_partition_drop() -> None:
+    t = StreamTable(max_streams=10, units=2, window=2, n_features=1)
+    t.slots_for(["a", "b", "c"], now=0.0, partitions=np.array([0, 1, 1], np.int32))
+    assert sorted(sid for sid, _, _ in t.take_dirty()) == ["a", "b", "c"]
+    assert t.take_dirty() == []
+    t.slots_for(["b"], now=1.0, partitions=np.array([1], np.int32))
+    assert [(sid, p) for sid, _, p in t.take_dirty()] == [("b", 1)]
+    assert t.drop_partitions({1}) == 2
+    assert list(t.index) == ["a"]
