@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from detector.exceptions import DetectorError, InvalidEvent
 from detector.features import FeatureSpec, ParsedEvent, dumps
 from detector.health import HealthServer, HealthState
 from detector.kafka_client import ensure_topics, partition_count
+from detector.logs import RateLimited
 from detector.metrics import Metrics
 from detector.model import Artifact, load_artifact
 from detector.scoring import BatchScores, StreamingScorer
@@ -68,25 +70,6 @@ class Detector:
         self.settings = settings
         self.clock = clock
         self.spec = FeatureSpec.from_config(settings.features)
-        self.artifact = artifact or load_artifact(settings.model.path, self.spec)
-        art, mc = self.artifact, settings.model
-        self.table = StreamTable(
-            settings.state.max_streams,
-            art.weights.units,
-            art.window,
-            self.spec.n_features,
-            settings.state.idle_ttl_seconds,
-        )
-        self.scorer = StreamingScorer(
-            art.weights, art.norm, self.spec, self.table, art.window, mc.warmup_events, art.prediction_weight
-        )
-        self.policy = AlertPolicy(
-            art.threshold,
-            art.version,
-            self.spec.names,
-            settings.alerts.cooldown_seconds,
-            settings.alerts.passthrough_fields,
-        )
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics.create(self.registry)
         self.health = HealthState()
@@ -97,13 +80,71 @@ class Detector:
         self._pending: dict[Partition, int] = {}  # next offset per partition, not yet committed
         self._last_checkpoint = time.monotonic()
         self._callback_error: BaseException | None = None
+        # One line per 10 s at most for bad events: a flood of them must not flood the logs.
+        self._dlq_log = RateLimited(log, every=10.0)
         self._sink: KafkaSink | None = None
         self._source: KafkaSource | None = None
+        self._reload_requested = threading.Event()
+        self._model_mtime = self._metadata_mtime()
+        self._last_model_check = time.monotonic()
+        self._install(artifact or load_artifact(settings.model.path, self.spec))
+
+    def _install(self, art: Artifact) -> None:
+        """Serve `art`: a fresh stream table (hidden state is meaningless across weights)."""
+        s = self.settings
+        self.artifact = art
+        self.table = StreamTable(
+            s.state.max_streams, art.weights.units, art.window, self.spec.n_features, s.state.idle_ttl_seconds
+        )
+        self.scorer = StreamingScorer(
+            art.weights, art.norm, self.spec, self.table, art.window, s.model.warmup_events, art.prediction_weight
+        )
+        self.policy = AlertPolicy(
+            art.threshold, art.version, self.spec.names, s.alerts.cooldown_seconds, s.alerts.passthrough_fields
+        )
+        self._reported["suppressed"] = self._reported["evictions"] = 0
         self.metrics.threshold.set(art.threshold.value)
         self.metrics.model_info.info({"version": art.version, "threshold_method": art.threshold.method})
 
     def stop(self) -> None:
         self._stop.set()
+
+    def request_reload(self) -> None:
+        """Reload the model between two batches (SIGHUP, or a new version in the model folder)."""
+        self._reload_requested.set()
+
+    def _metadata_mtime(self) -> float:
+        try:
+            return (Path(self.settings.model.path) / "metadata.json").stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def _maybe_reload(self) -> None:
+        watch = self.settings.model.watch_seconds
+        if watch > 0 and time.monotonic() - self._last_model_check >= watch:
+            self._last_model_check = time.monotonic()
+            mtime = self._metadata_mtime()
+            if mtime != self._model_mtime:
+                self._model_mtime = mtime
+                self._reload_requested.set()
+        if not self._reload_requested.is_set():
+            return
+        self._reload_requested.clear()
+        try:
+            art = load_artifact(self.settings.model.path, self.spec)
+        except DetectorError as exc:
+            self.metrics.model_reloads.labels(result="refused").inc()
+            log.error("model reload refused, still serving %s: %s", self.artifact.version, exc)
+            return
+        if art.version == self.artifact.version:
+            return
+        self.checkpoint("reload")  # offsets and state of the old model are consistent and durable
+        old = self.artifact.version
+        self._install(art)
+        self.metrics.model_reloads.labels(result="ok").inc()
+        log.info(
+            "model reloaded: %s -> %s (threshold %.4f); streams restart cold", old, art.version, art.threshold.value
+        )
 
     # -- rebalance callbacks (run inside poll, between batches) ------------------------------
     def _on_revoke(self, partitions: list[Partition]) -> None:
@@ -221,6 +262,8 @@ class Detector:
                     self._process(records)
                 if self._pending and time.monotonic() - self._last_checkpoint >= interval:
                     self.checkpoint("interval")
+                    self.table.expire(self.clock())
+                self._maybe_reload()
                 if max_events is not None and self.stats.events >= max_events:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
@@ -302,6 +345,7 @@ class Detector:
                     ],
                 )
                 self.metrics.dead_letters.labels(reason=exc.reason).inc()
+                self._dlq_log.warning("dead-lettered %d events since the last line; latest: %s", str(exc)[:200])
         return events, np.array(parts, dtype=np.int32), np.array(offs, dtype=np.int64), invalid
 
     def _account(

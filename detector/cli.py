@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             os._exit(130)  # a second Ctrl-C: the user does not want to wait for a clean stop
         log.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
         app.stop()
+        if interrupts == 1:
+            # The budget of a clean stop (finish the batch, checkpoint, close). Past it something
+            # hangs (a broker that stopped answering): exit non-zero rather than hang the caller.
+            budget = settings.runtime.shutdown_timeout_seconds
+
+            def give_up() -> None:
+                log.error("clean stop exceeded %.0fs: exiting", budget)
+                os._exit(1)
+
+            watchdog = threading.Timer(budget, give_up)
+            watchdog.daemon = True
+            watchdog.start()
+
+    def request_reload(_signum: int, _frame: Any) -> None:
+        log.info("SIGHUP: reloading the model after the current batch")
+        app.request_reload()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
     app.run(max_events=args.max_events, timeout=args.timeout)
     return 0
 

@@ -43,6 +43,9 @@ class KafkaConfig(_Section):
     max_poll_records: int = Field(2000, ge=1, le=100_000)
     # 100 ms: the loop wakes at least this often to check stop flags and checkpoint deadlines.
     poll_timeout_ms: int = Field(100, ge=1, le=10_000)
+    # How long the group waits for a silent (crashed) member before moving its partitions.
+    # 10 s: a crashed instance's streams resume elsewhere quickly; the client default is 45 s.
+    session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -95,6 +98,8 @@ class FeaturesConfig(_Section):
 
 class ModelConfig(_Section):
     path: Path = Path("models/default")
+    # Check the model folder for a new version this often (0: only on SIGHUP).
+    watch_seconds: float = Field(10.0, ge=0)
     window: int = Field(16, ge=1, le=256)
     units: int = Field(32, ge=4, le=1024)
     epochs: int = Field(8, ge=1, le=1000)

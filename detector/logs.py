@@ -31,3 +31,23 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python is chatty at INFO
+
+
+class RateLimited:
+    """At most one log line per `every` seconds for a repeated per-event problem, with a count.
+
+    dlq_log = RateLimited(log, every=10.0)
+    dlq_log.warning("dead-lettered %d events, last: %s", reason)
+    """
+
+    def __init__(self, logger: logging.Logger, every: float) -> None:
+        self.logger, self.every = logger, every
+        self.count = 0
+        self.last = 0.0
+
+    def warning(self, msg: str, *args: object) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.logger.warning(msg, self.count, *args)
+            self.count, self.last = 0, now

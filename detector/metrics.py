@@ -40,6 +40,7 @@ class Metrics:
     threshold: Gauge
     model_info: Info
     rebalances: Counter
+    model_reloads: Counter
     ready: Gauge
     last_loop: Gauge
 
@@ -78,6 +79,7 @@ class Metrics:
             threshold=Gauge(f"{p}_threshold", "Alert threshold of the serving model", registry=r),
             model_info=Info(f"{p}_model", "The serving model", registry=r),
             rebalances=Counter(f"{p}_rebalances", "Partition assignments and revocations", registry=r),
+            model_reloads=Counter(f"{p}_model_reloads", "Model reload attempts, by result", ["result"], registry=r),
             ready=Gauge(f"{p}_ready", "1 when the model is loaded and partitions are assigned", registry=r),
             last_loop=Gauge(f"{p}_last_loop_timestamp_seconds", "Unix time of the last loop iteration", registry=r),
         )

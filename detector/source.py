@@ -62,6 +62,7 @@ class KafkaSource:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.cfg.max_poll_records,
+            session_timeout_ms=self.cfg.session_timeout_ms,
             request_timeout_ms=max(REQUEST_TIMEOUT_MS, 30_000),
             # 50 ms: the broker answers at once when data is waiting; an idle fetch waits this long,
             # which bounds the added latency for sparse traffic.
