@@ -97,7 +97,14 @@ class Detector:
             s.state.max_streams, art.weights.units, art.window, self.spec.n_features, s.state.idle_ttl_seconds
         )
         self.scorer = StreamingScorer(
-            art.weights, art.norm, self.spec, self.table, art.window, s.model.warmup_events, art.prediction_weight
+            art.weights,
+            art.norm,
+            self.spec,
+            self.table,
+            art.window,
+            s.model.warmup_events,
+            art.prediction_weight,
+            explain_above=art.threshold.value,
         )
         self.policy = AlertPolicy(
             art.threshold, art.version, self.spec.names, s.alerts.cooldown_seconds, s.alerts.passthrough_fields

@@ -5,7 +5,7 @@
 
 Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes),
 count i64, last_ts f64, median f32, input offset of the last applied event i64, then h, c
-(units f32 each) and the ring (W x F f32).
+(units f32 each) and the ring (W x F f32, oldest first).
 A record written under another model version is ignored on restore (that stream starts cold):
 hidden state is meaningless across weights.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from detector.state import StreamTable
 
 MAGIC = b"DS"
-FORMAT = 1
+FORMAT = 2  # 2: ring stored in time order
 _HEADER = struct.Struct("<2sB12sqdfq")
 
 

@@ -1,6 +1,6 @@
 """The streaming scorer: one LSTM step per event for its stream, batched across streams. Pure NumPy.
 
-    scorer = StreamingScorer(weights, norm, spec, table, warmup_events=3)
+    scorer = StreamingScorer(weights, norm, spec, table, window=16, warmup_events=3, explain_above=threshold)
     out = scorer.score_batch(parsed_events, now=time.time())
     out.score[i], out.warming[i], out.top_features(i, k=3)
 
@@ -80,7 +80,7 @@ class LstmWeights:
 class BatchScores:
     score: np.ndarray  # (n,) float32, mean squared reconstruction error
     warming: np.ndarray  # (n,) bool: the stream's first warmup_events, never alerted
-    feature_error: np.ndarray  # (n, F) each feature's (scaled) error; the score is their mean
+    feature_error: np.ndarray  # (n, F) each feature's error (its mean is the score); 0 unless explained
     observed: np.ndarray  # (n, F) raw feature values of the event
     expected: np.ndarray  # (n, F) the model's reconstruction of the event, in raw units
     slots: np.ndarray  # (n,) each event's slot in the stream table
@@ -114,9 +114,13 @@ class StreamingScorer:
         window: int,
         warmup_events: int,
         prediction_weight: float = 0.5,
+        explain_above: float = -np.inf,
     ) -> None:
         u = weights.units
         self.alpha = prediction_weight
+        # Events scoring above this get per-feature errors (for alert explanations); the daemon
+        # sets it to the alert threshold, so the common case skips that work.
+        self.explain_above = explain_above
         self.spec, self.norm, self.table = spec, norm, table
         self.window, self.warmup = window, warmup_events
         self.n_features = spec.n_features
@@ -127,8 +131,13 @@ class StreamingScorer:
         scale[3 * u :] = 0.5
         self._w = (np.concatenate([weights.kernel, weights.recurrent]) * scale).astype(np.float32)
         self._b = (weights.bias * scale).astype(np.float32)
-        self._dk = weights.dec_kernel.astype(np.float32)
-        self._db = weights.dec_bias.astype(np.float32)
+        dk, db, wf = (
+            weights.dec_kernel.astype(np.float32),
+            weights.dec_bias.astype(np.float32),
+            window * spec.n_features,
+        )
+        self._dk_rec, self._db_rec = np.ascontiguousarray(dk[:, :wf]), db[:wf].copy()
+        self._dk_pred, self._db_pred = np.ascontiguousarray(dk[:, wf:]), db[wf:].copy()
         self._u = u
         self._ar = np.arange(window)
 
@@ -165,7 +174,8 @@ class StreamingScorer:
         feat: np.ndarray,
         expected: np.ndarray,
     ) -> None:
-        t, w, nf = self.table, self.window, self.n_features
+        t, w, nf, a = self.table, self.window, self.n_features, self.alpha
+        n = len(rows)
         count = t.count[s]
         xr = x[rows]
         t.last_ts[s], t.median[s] = self.spec.derive(xr, ts[rows], t.last_ts[s], t.median[s], count > 0)
@@ -173,23 +183,35 @@ class StreamingScorer:
         z = self.norm.apply(xr)
         h_prev = t.h[s]
         # Prediction head: what the stream's state before this event expected it to be.
-        pred = h_prev @ self._dk[:, w * nf :] + self._db[w * nf :]
-        pred_err = np.square(pred - z) * (count > 0)[:, None]
+        pred = h_prev @ self._dk_pred + self._db_pred
+        pred_d = pred - z
+        pred_d[count == 0] = 0.0  # a stream's first event has nothing to be predicted from
         h, c = self.step(z, h_prev, t.c[s])
         t.h[s], t.c[s] = h, c
-        t.ring[s, count % w] = z
+        # The ring is kept in time order (oldest .. newest): shift left, append the new vector.
+        ring = t.ring[s]
+        ring[:, :-1] = ring[:, 1:]
+        ring[:, -1] = z
+        t.ring[s] = ring
         count = count + 1
         t.count[s] = count
-        # Reconstruction head: the last W vectors (oldest .. newest) from the new state.
-        y = (h @ self._dk[:, : w * nf] + self._db[: w * nf]).reshape(len(rows), w, nf)
-        target = t.ring[s[:, None], (count[:, None] - w + self._ar) % w]
+        # Reconstruction head: the last W vectors from the new state, compared where filled.
+        rec_d = h @ self._dk_rec + self._db_rec - ring.reshape(n, w * nf)
         n_valid = np.minimum(count, w)
-        valid = self._ar >= (w - n_valid)[:, None]
-        rec_err = (np.square(y - target) * valid[:, :, None]).sum(axis=1) / n_valid[:, None]
-        per_feature = (1.0 - self.alpha) * rec_err + self.alpha * pred_err
-        score[rows] = per_feature.sum(axis=1) / nf
-        feat[rows] = per_feature
-        expected[rows] = pred if self.alpha > 0 else y[:, -1, :]
+        partial = np.flatnonzero(n_valid < w)
+        if len(partial):
+            mask = self._ar >= (w - n_valid[partial])[:, None]
+            rec_d.reshape(n, w, nf)[partial] *= mask[:, :, None]
+        rec = np.einsum("ij,ij->i", rec_d, rec_d) / n_valid
+        prd = np.einsum("ij,ij->i", pred_d, pred_d)
+        sc = ((1.0 - a) * rec + a * prd) / nf
+        score[rows] = sc
+        # Per-feature errors only where an explanation will be asked for (alerts are rare).
+        hot = np.flatnonzero(sc > self.explain_above)
+        if len(hot):
+            per_rec = np.square(rec_d[hot].reshape(len(hot), w, nf)).sum(axis=1) / n_valid[hot, None]
+            feat[rows[hot]] = (1.0 - a) * per_rec + a * np.square(pred_d[hot])
+        expected[rows] = pred if a > 0 else (h @ self._dk_rec + self._db_rec)[:, -nf:]
         warming[rows] = count <= self.warmup
 
 

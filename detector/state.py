@@ -1,22 +1,37 @@
 """Per-stream state: LSTM (h, c), a ring of the last W normalised feature vectors, derived-feature
-state, in preallocated NumPy arrays indexed by slot; a bounded LRU map from stream id to slot.
+state, in preallocated NumPy arrays indexed by slot; a bounded map from stream id to slot.
 
-    table = StreamTable(max_streams=100_000, units=32, window=16, n_features=20)
+    table = StreamTable(max_streams=100_000, units=32, window=16, n_features=22)
     slots = table.slots_for(["card-1", "card-2"], now=time.time())
 
-When the table is full the least recently seen stream is evicted; `expire(now)` also evicts
-streams idle for longer than the TTL. Arrays grow by doubling up to max_streams, so memory follows
-the number of live streams, not the bound.
+When the table is full the least recently seen streams are evicted (by the batch in which they
+were last seen); `expire(now)` also evicts streams idle for longer than the TTL. Arrays grow by
+doubling up to max_streams, so memory follows the number of live streams, not the bound.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 _INITIAL_CAPACITY = 1024
+# Per-slot arrays: name -> (shape after the slot axis, dtype, value of a fresh slot).
+_FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
+    "h": ("units", np.float32, 0.0),
+    "c": ("units", np.float32, 0.0),
+    "ring": ("ring", np.float32, 0.0),
+    "count": ((), np.int64, 0),
+    "last_ts": ((), np.float64, 0.0),
+    "median": ((), np.float32, 0.0),
+    # Input offset of the last event applied to the stream: a replayed event at or below it
+    # (after a rebalance or restart) is skipped instead of being applied to the state twice.
+    "offset": ((), np.int64, -1),
+    "partition": ((), np.int32, 0),
+    "dirty": ((), np.bool_, False),
+    "last_seen": ((), np.float64, 0.0),  # clock time, for the idle TTL
+    "touched": ((), np.int64, -1),  # batch number, for least-recently-seen eviction
+}
 
 
 class StreamTable:
@@ -26,37 +41,43 @@ class StreamTable:
         self.max_streams = max_streams
         self.units, self.window, self.n_features = units, window, n_features
         self.idle_ttl = idle_ttl_seconds
-        self.index: OrderedDict[str, int] = OrderedDict()
+        self.index: dict[str, int] = {}
+        self.ids: list[str | None] = []  # slot -> stream id
         self.free: list[int] = []
         self.evictions = 0
         # Streams evicted since the last checkpoint, with their input partition: the changelog
         # gets a tombstone for each, so a restore does not bring them back.
         self.evicted: list[tuple[str, int]] = []
-        self.ids: list[str | None] = []  # slot -> stream id
         self.capacity = 0
+        self._batch = 0
         self._alloc(min(_INITIAL_CAPACITY, max_streams))
+
+    h: np.ndarray
+    c: np.ndarray
+    ring: np.ndarray
+    count: np.ndarray
+    last_ts: np.ndarray
+    median: np.ndarray
+    offset: np.ndarray
+    partition: np.ndarray
+    dirty: np.ndarray
+    last_seen: np.ndarray
+    touched: np.ndarray
+
+    def _shape(self, spec: object) -> tuple[int, ...]:
+        if spec == "units":
+            return (self.units,)
+        if spec == "ring":
+            return (self.window, self.n_features)
+        return ()
 
     def _alloc(self, capacity: int) -> None:
         old = self.capacity
-
-        def grow(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-            new: np.ndarray = np.zeros((capacity, *shape), dtype=dtype)
+        for name, (spec, dtype, fresh) in _FIELDS.items():
+            new: np.ndarray = np.full((capacity, *self._shape(spec)), fresh, dtype=dtype)
             if old:
                 new[:old] = getattr(self, name)
-            return new
-
-        self.h = grow("h", (self.units,), np.float32)
-        self.c = grow("c", (self.units,), np.float32)
-        self.ring = grow("ring", (self.window, self.n_features), np.float32)
-        self.count = grow("count", (), np.int64)
-        self.last_ts = grow("last_ts", (), np.float64)
-        self.median = grow("median", (), np.float32)
-        self.last_seen = grow("last_seen", (), np.float64)
-        self.partition = grow("partition", (), np.int32)
-        # Input offset of the last event applied to the stream: a replayed event at or below it
-        # (after a rebalance or restart) is skipped instead of being applied to the state twice.
-        self.offset = grow("offset", (), np.int64)
-        self.dirty = grow("dirty", (), np.bool_)
+            setattr(self, name, new)
         self.ids.extend([None] * (capacity - old))
         self.free.extend(range(capacity - 1, old - 1, -1))
         self.capacity = capacity
@@ -64,42 +85,49 @@ class StreamTable:
     def __len__(self) -> int:
         return len(self.index)
 
-    def _reset(self, slot: int) -> None:
-        self.h[slot] = 0.0
-        self.c[slot] = 0.0
-        self.ring[slot] = 0.0
-        self.count[slot] = 0
-        self.last_ts[slot] = 0.0
-        self.median[slot] = 0.0
-        self.offset[slot] = -1
-        self.dirty[slot] = False
+    def _reset(self, slot: int | np.ndarray) -> None:
+        for name, (_, _, fresh) in _FIELDS.items():
+            getattr(self, name)[slot] = fresh
 
-    def _evict_oldest(self) -> None:
-        sid, slot = self.index.popitem(last=False)
-        self.free.append(slot)
-        self.evictions += 1
-        self.evicted.append((sid, int(self.partition[slot])))
-        self.ids[slot] = None
+    def _evict(self, k: int) -> None:
+        """Evict the k least recently seen streams, never one seen in the current batch."""
+        live = np.flatnonzero((self.touched >= 0) & (self.touched < self._batch))
+        if len(live) < k:
+            raise RuntimeError("state table full of the current batch's streams")  # prevented by config validation
+        oldest = live[np.argpartition(self.touched[live], k - 1)[:k]] if k < len(live) else live
+        for slot in oldest.tolist():
+            sid = self.ids[slot]
+            assert sid is not None
+            del self.index[sid]
+            self.evicted.append((sid, int(self.partition[slot])))
+            self.ids[slot] = None
+            self.free.append(slot)
+        self._reset(oldest)
+        self.evictions += len(oldest)
 
     def slots_for(self, stream_ids: Sequence[str], now: float, partitions: np.ndarray | None = None) -> np.ndarray:
-        """Slot of each id (allocating new ones), marking each as most recently seen and dirty."""
-        out = np.empty(len(stream_ids), dtype=np.int64)
-        index = self.index
-        for i, sid in enumerate(stream_ids):
-            slot = index.get(sid)
-            if slot is None:
-                if not self.free:
-                    if self.capacity < self.max_streams:
-                        self._alloc(min(self.capacity * 2, self.max_streams))
-                    else:
-                        self._evict_oldest()
+        """Slot of each id (allocating new ones), marking each as seen now and dirty."""
+        self._batch += 1
+        get = self.index.get
+        found = [get(sid) for sid in stream_ids]
+        out = np.array([-1 if s is None else s for s in found], dtype=np.int64)
+        missing = [i for i, s in enumerate(found) if s is None]
+        if missing:
+            self.touched[out[out >= 0]] = self._batch  # protect the batch's known streams from eviction
+            new_ids = list(dict.fromkeys(stream_ids[i] for i in missing))
+            short = len(new_ids) - len(self.free)
+            while short > 0 and self.capacity < self.max_streams:
+                self._alloc(min(self.capacity * 2, self.max_streams))
+                short = len(new_ids) - len(self.free)
+            if short > 0:
+                self._evict(short)
+            for sid in new_ids:
                 slot = self.free.pop()
-                self._reset(slot)
-                index[sid] = slot
+                self.index[sid] = slot
                 self.ids[slot] = sid
-            else:
-                index.move_to_end(sid)
-            out[i] = slot
+            for i in missing:
+                out[i] = self.index[stream_ids[i]]
+        self.touched[out] = self._batch
         self.last_seen[out] = now
         self.dirty[out] = True
         if partitions is not None:
@@ -108,10 +136,12 @@ class StreamTable:
 
     def slot_for_restore(self, stream_id: str, partition: int, now: float) -> int:
         """A clean slot for a stream being restored from the changelog (not marked dirty)."""
-        slot = self.slots_for([stream_id], now)[0]
+        slot = int(self.slots_for([stream_id], now)[0])
         self._reset(slot)
+        self.touched[slot] = self._batch
+        self.last_seen[slot] = now
         self.partition[slot] = partition
-        return int(slot)
+        return slot
 
     def remove(self, stream_id: str) -> None:
         slot = self.index.pop(stream_id, None)
@@ -132,27 +162,22 @@ class StreamTable:
         """(stream id, slot, partition) of every stream changed since the last call; clears the marks."""
         slots = np.flatnonzero(self.dirty)
         self.dirty[slots] = False
-        return [(self.ids[s], int(s), int(self.partition[s])) for s in slots]  # type: ignore[misc]
+        return [(self.ids[s], int(s), int(self.partition[s])) for s in slots.tolist()]  # type: ignore[misc]
 
     def expire(self, now: float) -> int:
         """Evict streams idle longer than the TTL; returns how many."""
-        n = 0
-        while self.index:
-            sid, slot = next(iter(self.index.items()))
-            if now - self.last_seen[slot] <= self.idle_ttl:
-                break
-            self._evict_oldest()
-            n += 1
-        return n
+        idle = np.flatnonzero((self.touched >= 0) & (now - self.last_seen > self.idle_ttl))
+        for slot in idle.tolist():
+            sid = self.ids[slot]
+            assert sid is not None
+            self.evicted.append((sid, int(self.partition[slot])))
+            self.remove(sid)
+        self.evictions += len(idle)
+        return len(idle)
+
+    def bytes_per_stream(self) -> int:
+        """Bytes of array state per stream (the id map adds ~100 bytes more per stream)."""
+        return sum(getattr(self, name)[:1].nbytes for name in _FIELDS)
 
     def state_bytes(self) -> int:
-        """Bytes held by the arrays for the live streams (excluding the id map)."""
-        per = (
-            self.h.itemsize * self.units * 2
-            + self.ring.itemsize * self.window * self.n_features
-            + self.count.itemsize
-            + self.last_ts.itemsize
-            + self.median.itemsize
-            + self.last_seen.itemsize
-        )
-        return per * len(self.index)
+        return self.bytes_per_stream() * len(self.index)
