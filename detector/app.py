@@ -211,18 +211,22 @@ class Detector:
     def checkpoint(self, reason: str, blocking: bool = True) -> None:
         """Make everything up to the last processed event durable, in this order:
 
-        1. produce the state of every stream changed since the last checkpoint to the changelog
-           (partition = the stream's input partition), and a tombstone for each evicted stream;
-        2. flush the producer: alerts, dead letters and state are all acknowledged (acks=all),
+        1. flush the producer: every alert and dead letter sent so far is acknowledged (acks=all),
            or DeliveryFailed is raised and nothing below happens;
+        2. produce the state of every stream changed since the last checkpoint to the changelog
+           (partition = the stream's input partition), a tombstone for each evicted stream, and
+           flush again;
         3. commit the input offsets of every event processed so far.
-        A crash before step 2 completes re-scores from the previous commit with the previous state;
-        a crash between 2 and 3 skips the events the saved state already holds (applied offsets).
+        Step 1 comes first so that durable state never runs ahead of its alerts: a saved state
+        implies the alerts of every event it holds were acknowledged. A crash before step 2
+        completes re-scores from the previous commit with the previous state; a crash between 2
+        and 3 skips the events the saved state already holds (each stream's applied offset).
         """
         assert self._sink is not None and self._source is not None
         t0 = time.perf_counter()
         topic, version, t = self.settings.kafka.state_topic, self.artifact.version, self.table
         try:
+            self._sink.flush(FLUSH_TIMEOUT_S)
             for sid, slot, part in t.take_dirty():
                 self._sink.send(topic, sid.encode(), ckpt.encode(t, slot, version), partition=part)
             for sid, part in t.evicted:
