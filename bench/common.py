@@ -36,8 +36,12 @@ def machine() -> dict[str, Any]:
     import numpy
 
     info: dict[str, Any] = {
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": numpy.__version__,
-        "platform": platform.platform(), "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
     }
     try:
         import kafka

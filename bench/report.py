@@ -9,27 +9,75 @@ from bench.common import fmt
 
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
-    lines = [f"# Benchmarks ({r['date']})", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, NumPy {m['numpy']}, "
-             f"OPENBLAS_NUM_THREADS={m['openblas_threads']}. Median of {r.get('scoring', {}).get('ours', {}) and 3} "
-             "repetitions after a warm-up; min and max in brackets.", ""]
+    lines = [
+        f"# Benchmarks ({r['date']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, NumPy {m['numpy']}, "
+        f"OPENBLAS_NUM_THREADS={m['openblas_threads']}. Scoring figures: median of 3 repetitions after a "
+        "warm-up, min and max in brackets.",
+        "",
+    ]
     s = r.get("scoring")
     if s:
-        lines += ["## Scoring core (events/s, one process)", "",
-                  f"Model: F={s['features']} features, W={s['window']}, {s['units']} LSTM units.", "",
-                  "| streams / batch | ours (carried state) |", "|---|---|"]
+        lines += [
+            "## Scoring core (events/s, one process)",
+            "",
+            f"Model: F={s['features']} features, W={s['window']}, {s['units']} LSTM units.",
+            "",
+            "| streams / batch | ours (carried state) |",
+            "|---|---|",
+        ]
         for k, v in s["ours"].items():
             lines.append(f"| {k} | {fmt(v['median'])} [{fmt(v['min'])}–{fmt(v['max'])}] |")
         h = s["headline"]
-        lines += ["", "| alternative | events/s | ours / it |", "|---|---|---|",
-                  f"| windowed LSTM AE re-encoding W events, batched 1024 | {fmt(s['windowed_batched_1024']['median'])} "
-                  f"| {h['ratio_vs_windowed_batched']:.1f}x |",
-                  f"| naive per-event `model.predict` (200 events, extrapolated) | {fmt(s['naive_predict']['median'])} "
-                  f"| {h['ratio_vs_naive_predict']:,.0f}x |"]
+        lines += [
+            "",
+            "| alternative | events/s | ours / it |",
+            "|---|---|---|",
+            f"| windowed LSTM AE re-encoding W events, batched 1024 | {fmt(s['windowed_batched_1024']['median'])} "
+            f"| {h['ratio_vs_windowed_batched']:.1f}x |",
+            f"| naive per-event `model.predict` (200 events, extrapolated) | {fmt(s['naive_predict']['median'])} "
+            f"| {h['ratio_vs_naive_predict']:,.0f}x |",
+        ]
         if "river_hst" in s:
-            lines.append(f"| River HalfSpaceTrees score_one + learn_one | {fmt(s['river_hst']['median'])} "
-                         f"| {h['ratio_vs_river_hst']:.1f}x |")
-        lines += ["", f"Physical bound: {h['flops_per_event']:,} FLOPs per event over {h['matmul_gflops']:.1f} GFLOP/s "
-                  f"(float32 1024x1024 matmul, this machine) = {fmt(h['physical_bound_events_per_s'])} events/s; "
-                  f"ours at 10k streams, batch 1024 reaches {h['fraction_of_bound']:.1%} of it.", ""]
+            lines.append(
+                f"| River HalfSpaceTrees score_one + learn_one | {fmt(s['river_hst']['median'])} "
+                f"| {h['ratio_vs_river_hst']:.1f}x |"
+            )
+        lines += [
+            "",
+            f"Physical bound: {h['flops_per_event']:,} FLOPs per event over {h['matmul_gflops']:.1f} GFLOP/s "
+            f"(float32 1024x1024 matmul, this machine) = {fmt(h['physical_bound_events_per_s'])} events/s; "
+            f"ours at 10k streams, batch 1024 reaches {h['fraction_of_bound']:.1%} of it.",
+            "",
+        ]
+    e = r.get("e2e")
+    if e:
+        d = e["detector"]
+        lines += [
+            "## End to end through a local Kafka broker (kafka-python client)",
+            "",
+            f"{e['events']:,} simulated events over {e['streams']:,} streams, broker on the same 2 cores.",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| kafka-python produce | {fmt(e['produce_per_s'])} events/s |",
+            f"| kafka-python bare consume (no processing) | {fmt(e['bare_consume_per_s'])} events/s |",
+            f"| `detector run` loop, first to last commit | {fmt(d['events_per_s'])} events/s "
+            f"({d['fraction_of_bare_consume']:.0%} of bare consume) |",
+            f"| CPU seconds per million events | {d['cpu_seconds_per_million']:.0f} |",
+            f"| peak RSS | {d['peak_rss_mb']:.0f} MB |",
+            "",
+            "Event-to-alert latency (every event alerts: the worst case), produce to alert read:",
+            "",
+            "| offered events/s | p50 ms | p95 ms | p99 ms | alerts read / sent |",
+            "|---|---|---|---|---|",
+        ]
+        for x in e["latency"]:
+            f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+            lines.append(
+                f"| {x['offered_per_s']:,.0f} | {f(x['p50_ms'])} | {f(x['p95_ms'])} | {f(x['p99_ms'])} "
+                f"| {x['alerts_read']}/{x['sent']} |"
+            )
+        lines.append("")
     return "\n".join(lines) + "\n"

@@ -30,9 +30,19 @@ def events(spec: FeatureSpec, n: int, streams: int, seed: int) -> list[ParsedEve
     ids = rng.integers(0, streams, n)
     cats, countries, chans = ["grocery", "fuel", "retail"], ["US", "DE", "FR"], ["pos", "ecom", "atm"]
     return [
-        spec.parse(orjson.dumps({"event_id": f"e{i}", "stream_id": f"s{ids[i]}", "ts": 1.7e9 + i,
-                                 "amount": float(rng.lognormal(3, 1)), "channel": chans[i % 3],
-                                 "country": countries[i % 3], "merchant_category": cats[i % 3]}))
+        spec.parse(
+            orjson.dumps(
+                {
+                    "event_id": f"e{i}",
+                    "stream_id": f"s{ids[i]}",
+                    "ts": 1.7e9 + i,
+                    "amount": float(rng.lognormal(3, 1)),
+                    "channel": chans[i % 3],
+                    "country": countries[i % 3],
+                    "merchant_category": cats[i % 3],
+                }
+            )
+        )
         for i in range(n)
     ]
 
@@ -40,8 +50,9 @@ def events(spec: FeatureSpec, n: int, streams: int, seed: int) -> list[ParsedEve
 def random_weights(f: int, u: int, w: int, seed: int) -> LstmWeights:
     rng = np.random.default_rng(seed)
     r = lambda *shape: (rng.standard_normal(shape) * 0.1).astype(np.float32)  # noqa: E731
-    return LstmWeights(r(f, 4 * u), r(u, 4 * u), np.zeros(4 * u, np.float32), r(u, (w + 1) * f),
-                       np.zeros((w + 1) * f, np.float32))
+    return LstmWeights(
+        r(f, 4 * u), r(u, 4 * u), np.zeros(4 * u, np.float32), r(u, (w + 1) * f), np.zeros((w + 1) * f, np.float32)
+    )
 
 
 def flops_per_event(f: int, u: int, w: int) -> int:
@@ -159,15 +170,22 @@ def run(smoke: bool = False) -> dict[str, Any]:
     gf = matmul_gflops()
     bound = gf * 1e9 / fl
     out["headline"] = {
-        "ours_10k_streams_batch_1024": ref, "flops_per_event": fl, "matmul_gflops": gf,
-        "physical_bound_events_per_s": bound, "fraction_of_bound": ref / bound,
+        "ours_10k_streams_batch_1024": ref,
+        "flops_per_event": fl,
+        "matmul_gflops": gf,
+        "physical_bound_events_per_s": bound,
+        "fraction_of_bound": ref / bound,
         "ratio_vs_windowed_batched": ref / out["windowed_batched_1024"]["median"],
         "ratio_vs_naive_predict": ref / out["naive_predict"]["median"],
         "ratio_vs_river_hst": ref / hst["median"] if hst else None,
     }
     h = out["headline"]
-    print(f"  FLOPs/event {fl:,}; float32 matmul {gf:.1f} GFLOP/s -> bound {bound:,.0f} ev/s; "
-          f"ours = {h['fraction_of_bound']:.1%} of it")
-    print(f"  ours / windowed batched = {h['ratio_vs_windowed_batched']:.1f}x; ours / naive predict = "
-          f"{h['ratio_vs_naive_predict']:,.0f}x" + (f"; ours / River HST = {h['ratio_vs_river_hst']:.1f}x" if hst else ""))
+    print(
+        f"  FLOPs/event {fl:,}; float32 matmul {gf:.1f} GFLOP/s -> bound {bound:,.0f} ev/s; "
+        f"ours = {h['fraction_of_bound']:.1%} of it"
+    )
+    print(
+        f"  ours / windowed batched = {h['ratio_vs_windowed_batched']:.1f}x; ours / naive predict = "
+        f"{h['ratio_vs_naive_predict']:,.0f}x" + (f"; ours / River HST = {h['ratio_vs_river_hst']:.1f}x" if hst else "")
+    )
     return out

@@ -1,0 +1,285 @@
+"""End to end through a real local broker (started here, stopped here, 127.0.0.1 only).
+
+* bare kafka-python consumer rate over the pre-filled topic (the client's own ceiling);
+* one Detector process-equivalent (the production loop, in this process) from the first to the
+  last commit over the same topic: events/s, CPU seconds per million events, peak RSS;
+* event-to-alert latency at fixed offered rates, with a copy of the model whose threshold is
+  below every score (every event alerts: the worst case for the alert path), measured from the
+  producer's send to the alert read by a consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from detector.config import Settings
+from simulators.cards import simulate_cards
+from simulators.output import card_records
+from simulators.scenario import Scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            p = a.getsockname()[1]
+        with socket.socket() as b:
+            try:
+                b.bind(("127.0.0.1", p + 1))
+                return p
+            except OSError:
+                continue
+    raise RuntimeError("no free port pair")
+
+
+class LocalBroker:
+    def __init__(self) -> None:
+        self.port, self.dir = _free_port(), Path(tempfile.mkdtemp(prefix="bench-kafka-"))
+
+    def __enter__(self) -> LocalBroker:
+        subprocess.run(
+            [str(ROOT / "deploy/kafka/broker"), "start", "--port", str(self.port), "--data-dir", str(self.dir)],
+            check=True,
+            capture_output=True,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(
+            [str(ROOT / "deploy/kafka/broker"), "stop", "--port", str(self.port), "--data-dir", str(self.dir)],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _lines(n: int, streams: int, seed: int) -> list[bytes]:
+    cols = simulate_cards(streams, 60, Scenario(), seed)
+    recs = list(card_records(cols))
+    while len(recs) < n:  # more days of the same cards if the period was too short
+        recs += recs[: n - len(recs)]
+    return [orjson.dumps(r) for r in recs[:n]]
+
+
+def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=512 * 1024)
+    for x in lines:
+        p.send(topic, key=orjson.loads(x)["stream_id"].encode(), value=x)
+    p.flush()
+    p.close()
+
+
+def _bare_consume(bootstrap: str, topic: str, n: int) -> float:
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bare-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=2000,
+    )
+    got, t0 = 0, None
+    while got < n:
+        for recs in c.poll(timeout_ms=500).values():
+            t0 = t0 or time.perf_counter()
+            got += len(recs)
+    dt = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    return n / dt
+
+
+def _settings(base: Settings, bootstrap: str, topic: str, model: Path, tag: str) -> Settings:
+    d = base.model_dump()
+    d["kafka"].update(
+        bootstrap_servers=bootstrap,
+        input_topic=topic,
+        alerts_topic=f"alerts-{tag}",
+        dead_letter_topic=f"dlq-{tag}",
+        state_topic=f"state-{tag}",
+        group_id=f"det-{tag}",
+    )
+    d["model"]["path"] = model
+    d["http"]["port"] = 0
+    return Settings(**d)
+
+
+def _throughput(base: Settings, bootstrap: str, topic: str, model: Path, n: int) -> dict[str, Any]:
+    from detector.app import Detector
+
+    app = Detector(_settings(base, bootstrap, topic, model, uuid.uuid4().hex[:6]))
+    first: list[float] = []
+    orig = app._process
+
+    def timed(records: Any) -> None:
+        if not first:
+            first.append(time.perf_counter())
+        orig(records)
+
+    app._process = timed  # type: ignore[method-assign]
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    app.run(max_events=n, timeout=900)
+    t1 = time.perf_counter()
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    return {
+        "events": app.stats.events,
+        "events_per_s": app.stats.events / (t1 - first[0]),
+        "cpu_seconds_per_million": cpu / app.stats.events * 1e6,
+        "alerts": app.stats.alerts,
+        "peak_rss_mb": r1.ru_maxrss / 1024,
+    }
+
+
+def _latency(
+    base: Settings, bootstrap: str, model: Path, lines: list[bytes], rate: float, seconds: float
+) -> dict[str, Any]:
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from detector.app import Detector
+
+    tag = uuid.uuid4().hex[:6]
+    topic = f"lat-{tag}"
+    d = _settings(base, bootstrap, topic, model, tag).model_dump()
+    d["model"]["warmup_events"] = 0
+    s = Settings(**d)
+    app = Detector(s)
+    t = threading.Thread(target=app.run, kwargs={"timeout": seconds + 60}, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 60
+    while not app.health.ready and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    cons = KafkaConsumer(
+        s.kafka.alerts_topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=5,
+    )
+    cons.poll(timeout_ms=500)
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            for recs in cons.poll(timeout_ms=50).values():
+                now = time.time()
+                for m in recs:
+                    got.setdefault(orjson.loads(m.value)["event_id"], now)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    prod = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    n = int(rate * seconds)
+    t0 = time.monotonic()
+    for i, x in enumerate(lines[:n]):
+        due = t0 + i / rate
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        ev = orjson.loads(x)
+        ev["event_id"] = f"{tag}-{i}"
+        ev["ts"] = time.time()  # live traffic: stamped now
+        sent[ev["event_id"]] = time.time()
+        prod.send(topic, key=ev["stream_id"].encode(), value=orjson.dumps(ev))
+    prod.flush()
+    end = time.monotonic() + 30
+    while len(got) < len(sent) and time.monotonic() < end:
+        time.sleep(0.1)
+    stop.set()
+    reader.join(5)
+    app.stop()
+    t.join(60)
+    cons.close()
+    prod.close()
+    lat = np.array([got[k] - sent[k] for k in sent if k in got]) * 1000
+    achieved = len(sent) / (time.monotonic() - t0)
+    return {
+        "offered_per_s": rate,
+        "sent": len(sent),
+        "alerts_read": len(lat),
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+        "p95_ms": float(np.percentile(lat, 95)) if len(lat) else None,
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+        "achieved_offer_per_s": achieved,
+    }
+
+
+def _model(base: Settings, tmp: Path, smoke: bool) -> tuple[Path, Path]:
+    from detector.training import train_from_file
+    from simulators.output import write_jsonl
+
+    data = tmp / "train.jsonl"
+    write_jsonl(card_records(simulate_cards(300 if smoke else 2000, 30, Scenario(), 5)), str(data))
+    d = base.model_dump()
+    d["model"]["epochs"] = 2 if smoke else 8
+    model = tmp / "model"
+    train_from_file(Settings(**d), data, model, log=lambda _m: None)
+    everyone = tmp / "model-alert-all"
+    shutil.copytree(model, everyone)
+    meta = json.loads((everyone / "metadata.json").read_text())
+    meta["threshold"]["value"] = -1.0
+    (everyone / "metadata.json").write_text(json.dumps(meta))
+    return model, everyone
+
+
+def run(smoke: bool = False) -> dict[str, Any]:
+    base = Settings()
+    n = 5_000 if smoke else 300_000
+    out: dict[str, Any] = {"events": n, "streams": 10_000 if not smoke else 300}
+    with tempfile.TemporaryDirectory() as tmpd, LocalBroker() as broker:
+        tmp = Path(tmpd)
+        model, everyone = _model(base, tmp, smoke)
+        lines = _lines(n, out["streams"], 8)
+        topic = f"e2e-{uuid.uuid4().hex[:6]}"
+        t0 = time.perf_counter()
+        _produce(broker.bootstrap, topic, lines)
+        out["produce_per_s"] = n / (time.perf_counter() - t0)
+        out["bare_consume_per_s"] = _bare_consume(broker.bootstrap, topic, n)
+        print(
+            f"  kafka-python produce {out['produce_per_s']:,.0f} ev/s; bare consume "
+            f"{out['bare_consume_per_s']:,.0f} ev/s",
+            flush=True,
+        )
+        out["detector"] = _throughput(base, broker.bootstrap, topic, model, n)
+        d = out["detector"]
+        out["detector"]["fraction_of_bare_consume"] = d["events_per_s"] / out["bare_consume_per_s"]
+        print(
+            f"  detector run: {d['events_per_s']:,.0f} ev/s ({d['fraction_of_bare_consume']:.0%} of bare consume), "
+            f"{d['cpu_seconds_per_million']:.0f} CPU s per million events, peak RSS {d['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
+        out["latency"] = []
+        for r in (1000, 5000) if smoke else (1000, 5000, 20000):
+            lat = _latency(base, broker.bootstrap, everyone, lines, r, 2 if smoke else 10)
+            out["latency"].append(lat)
+            print(
+                f"  latency at {r:>6,} ev/s offered: p50 {lat['p50_ms']}, p95 {lat['p95_ms']}, p99 {lat['p99_ms']} ms "
+                f"({lat['alerts_read']}/{lat['sent']} alerts read)",
+                flush=True,
+            )
+    return out
