@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 export OPENBLAS_NUM_THREADS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test unit integration lint system-deps venv kafka clean
+.PHONY: demo test unit integration lint bench system-deps venv kafka clean
 
 demo: system-deps venv kafka
 	$(VENV)/bin/detector demo
@@ -60,3 +60,7 @@ $(KAFKA_JAR): deploy/kafka/pom.xml
 
 clean:
 	rm -rf $(VENV) .cache data models .pytest_cache
+
+# Benchmarks (issue figures): writes bench/results/<date>.json and bench/results/benchmarks.md.
+bench: system-deps venv kafka
+	$(PY) -m bench

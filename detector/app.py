@@ -34,7 +34,7 @@ from detector.features import FeatureSpec, ParsedEvent, dumps
 from detector.health import HealthServer, HealthState
 from detector.kafka_client import ensure_topics, partition_count
 from detector.logs import RateLimited
-from detector.metrics import Metrics
+from detector.metrics import Metrics, observe_many
 from detector.model import Artifact, load_artifact
 from detector.scoring import BatchScores, StreamingScorer
 from detector.sink import KafkaSink
@@ -384,10 +384,8 @@ class Detector:
             m.alerts.labels(severity=a["severity"]).inc()
         m.alerts_suppressed.inc(self.policy.suppressed_total - self._reported["suppressed"])
         self._reported["suppressed"] = self.policy.suppressed_total
-        for v in scores.score[~scores.warming]:
-            m.anomaly_score.observe(float(v))
-        for e in events:
-            m.event_lag.observe(max(now - e.ts, 0.0))
+        observe_many(m.anomaly_score, scores.score[~scores.warming])
+        observe_many(m.event_lag, np.maximum(now - np.array([e.ts for e in events]), 0.0))
         m.batch_duration.observe(took)
         m.active_streams.set(len(self.table))
         m.evictions.inc(self.table.evictions - self._reported["evictions"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 # Anomaly scores are mean squared errors of standardised features: normal traffic sits around
@@ -83,3 +84,18 @@ class Metrics:
             ready=Gauge(f"{p}_ready", "1 when the model is loaded and partitions are assigned", registry=r),
             last_loop=Gauge(f"{p}_last_loop_timestamp_seconds", "Unix time of the last loop iteration", registry=r),
         )
+
+
+def observe_many(hist: Histogram, values: np.ndarray) -> None:
+    """`hist.observe(v)` for every v, in one pass: per-event observe cost ~3 us, 20% of the loop.
+
+    Uses the histogram's per-bucket values (prometheus-client is pinned; a unit test checks the
+    result equals one observe per value).
+    """
+    if len(values) == 0:
+        return
+    bounds = np.asarray(hist._upper_bounds)
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for i in np.flatnonzero(counts).tolist():
+        hist._buckets[i].inc(float(counts[i]))
+    hist._sum.inc(float(np.sum(values)))
