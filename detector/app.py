@@ -57,6 +57,14 @@ class RunStats:
     alerts: int = 0
     batches: int = 0
     committed: dict[Partition, int] = field(default_factory=dict)
+    first_batch_at: float | None = None  # time.monotonic() of the first non-empty batch
+    last_commit_at: float | None = None
+
+    def rate(self) -> float:
+        """Events per second from the first batch to the last commit (0 before both)."""
+        if self.first_batch_at is None or self.last_commit_at is None:
+            return 0.0
+        return self.events / max(self.last_commit_at - self.first_batch_at, 1e-9)
 
 
 class Detector:
@@ -239,6 +247,8 @@ class Detector:
             self._set_ready(False, f"checkpoint failed ({reason})")
             raise
         self.stats.committed.update(self._pending)
+        if self._pending:
+            self.stats.last_commit_at = time.monotonic()
         self._pending = {}
         self._last_checkpoint = time.monotonic()
         self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
@@ -280,7 +290,12 @@ class Detector:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
             self.checkpoint("shutdown")
-            log.info("stopping after %d events (%d alerts)", self.stats.events, self.stats.alerts)
+            log.info(
+                "stopping after %d events (%d alerts), %.0f events/s from the first batch to the last commit",
+                self.stats.events,
+                self.stats.alerts,
+                self.stats.rate(),
+            )
         self._set_ready(False, "stopped")
         return self.stats
 
@@ -300,6 +315,8 @@ class Detector:
         """One batch: validate, score, publish alerts; offsets wait for the next checkpoint."""
         assert self._sink is not None and self._source is not None
         t0 = time.perf_counter()
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = time.monotonic()
         now = self.clock()
         events, parts, offs, invalid = self._decode(records, now)
         scores = self.scorer.score_batch(events, now, parts)

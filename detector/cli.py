@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_check_config)
 
     sp = add("simulate", "write a labelled simulated event stream as JSON lines")
-    sp.add_argument("--domain", choices=["cards"], default="cards")
+    sp.add_argument("--domain", choices=["cards", "sensors"], default="cards")
     sp.add_argument("--streams", type=int, default=1000, help="cards or machines (default 1000)")
     sp.add_argument("--days", type=int, default=30, help="simulated days (default 30)")
     sp.add_argument("--scenario", default=None, help="scenario YAML (default: built-in default mix)")

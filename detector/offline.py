@@ -67,6 +67,8 @@ def evaluate_file(settings: Settings, model: Path, data: Path) -> dict[str, Any]
     report["invalid_events"] = sum(ds.invalid.values())
     by_type: dict[str, dict[str, Any]] = {}
     types = ds.field("fraud_type")
+    if all(t is None for t in types):  # the sensor domain labels faults
+        types = ds.field("fault_type")
     for t in sorted({x for x in types if x}):
         idx = np.array([x == t for x in types])
         incs = {i for i, x in zip(ds.field("incident_id"), types, strict=True) if x == t}

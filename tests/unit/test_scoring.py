@@ -157,3 +157,25 @@ def test_absurd_values_score_finite(art: Artifact, small_settings: Settings) -> 
     ]
     r = score_events(evs, art.weights, art.norm, spec, art.window, 0, art.prediction_weight, np.inf)
     assert np.all(np.isfinite(r.score))
+
+
+def test_scores_do_not_change_when_label_fields_are_removed(
+    art: Artifact, test_file: Path, small_settings: Settings
+) -> None:
+    import orjson
+
+    from simulators.output import read_jsonl
+
+    spec = FeatureSpec(small_settings.features)
+    lines = list(read_jsonl(test_file))[:3000]
+    with_labels = [spec.parse(x) for x in lines]
+    stripped = []
+    for x in lines:
+        d = orjson.loads(x)
+        for k in small_settings.features.label_fields:
+            d.pop(k, None)
+        stripped.append(spec.parse(orjson.dumps(d)))
+    a = score_events(with_labels, art.weights, art.norm, spec, art.window, 3, art.prediction_weight, np.inf)
+    b = score_events(stripped, art.weights, art.norm, spec, art.window, 3, art.prediction_weight, np.inf)
+    assert np.array_equal(a.score, b.score)
+    assert sum(orjson.loads(x)["label"] for x in lines) > 0  # the file really had fraud labels

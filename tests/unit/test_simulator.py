@@ -81,3 +81,57 @@ def test_account_takeover_moves_country_and_raises_amounts() -> None:
     abroad = np.mean([c["country"][i] != homes[int(c["card"][i])] for i in np.flatnonzero(fraud)])
     assert abroad == 1.0
     assert np.median(c["amount"][fraud]) > 5 * np.median(c["amount"][~fraud])
+
+
+def _scenario(ftype: str, subtlety: float = 0.0) -> dict[str, np.ndarray]:
+    return simulate_cards(400, 40, Scenario(fraud_share=0.4, mix={ftype: 1.0}, subtlety=subtlety), 9)
+
+
+def _gaps(c: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Seconds since the same card's previous event, for the given rows."""
+    out = []
+    for i in np.flatnonzero(rows):
+        prev = np.flatnonzero((c["card"] == c["card"][i]) & (c["t"] < c["t"][i]))
+        out.append(c["t"][i] - c["t"][prev[-1]] if len(prev) else np.inf)
+    return np.array(out)
+
+
+def test_velocity_packs_many_events_into_an_hour() -> None:
+    c = _scenario("velocity")
+    fraud = c["label"] == 1
+    assert np.median(_gaps(c, fraud)) < 600 < np.median(_gaps(c, ~fraud & (c["card"] < 50)))
+
+
+def test_impossible_travel_is_far_from_home_within_an_hour() -> None:
+    from simulators.world import distance_km
+
+    c = _scenario("impossible_travel")
+    fraud = c["label"] == 1
+    for inc in np.unique(c["incident"][fraud]):
+        rows = c["incident"] == inc
+        card = c["card"][rows][0]
+        home = int(np.bincount(c["country"][(c["card"] == card) & ~fraud]).argmax())
+        assert distance_km(home, int(c["country"][rows][0])) >= 5000
+        assert np.ptp(c["t"][rows]) <= 3600
+
+
+def test_dormant_reactivation_follows_a_silence() -> None:
+    c = _scenario("dormant_reactivation")
+    fraud = c["label"] == 1
+    firsts = [np.flatnonzero(c["incident"] == inc)[0] for inc in np.unique(c["incident"][fraud])]
+    gaps = _gaps(c, np.isin(np.arange(len(c["t"])), firsts))
+    assert np.median(gaps) > 7 * DAY
+
+
+def test_drift_amounts_creep_up() -> None:
+    c = _scenario("drift")
+    fraud = c["label"] == 1
+    for inc in np.unique(c["incident"][fraud]):
+        a = c["amount"][c["incident"] == inc]
+        assert a[-1] > a[0] and np.ptp(c["t"][c["incident"] == inc]) > DAY
+
+
+def test_hard_scenario_stays_closer_to_the_profile_than_easy() -> None:
+    easy, hard = _scenario("account_takeover", 0.0), _scenario("account_takeover", 0.9)
+    ratio = lambda c: np.median(c["amount"][c["label"] == 1]) / np.median(c["amount"][c["label"] == 0])  # noqa: E731
+    assert ratio(hard) < ratio(easy) / 2
