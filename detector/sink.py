@@ -50,6 +50,22 @@ class KafkaSink:
         fut = self._producer.send(topic, key=key, value=value, headers=headers or [], partition=partition)
         self._pending.append(fut)
 
+    def take_pending(self) -> list[Any]:
+        """Hand over the futures of every send so far (an incremental checkpoint tracks them)."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    @staticmethod
+    def all_acked(futures: list[Any]) -> bool:
+        """True when every future is acknowledged; raises DeliveryFailed if one failed."""
+        done = True
+        for f in futures:
+            if not f.is_done:
+                done = False
+            elif f.failed():
+                raise DeliveryFailed(f"message not acknowledged: {f.exception}")
+        return done
+
     def flush(self, timeout: float) -> int:
         """Wait for every pending send; returns how many were acknowledged."""
         from kafka.errors import KafkaError
