@@ -75,6 +75,7 @@ def _inject(m: dict[str, np.ndarray], fault: str, incident: int, rng: np.random.
     elif fault == "correlation_break":  # temperature flat while the load keeps cycling
         idx = np.arange(start, min(start + int(rng.integers(72, 144)), n))
         m["temperature"][idx] = np.mean(m["temperature"][:start]) + rng.normal(0, 0.3, len(idx))
+    m["vibration"] = np.abs(m["vibration"])  # an amplitude: a noisy fault cannot make it negative
     m["label"][idx] = 1
     m["fault"][idx] = FAULTS.index(fault)
     m["incident"][idx] = incident
