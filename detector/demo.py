@@ -50,6 +50,12 @@ def _wait(check: object, timeout: float, what: str) -> None:
         time.sleep(0.2)  # a CLI progress loop, not a test
 
 
+def _simulate(streams: int, days: int, seed: int, out: Path) -> None:
+    from simulators.cli import simulate
+
+    simulate("cards", streams, days, "config/scenarios/default.yaml", seed, str(out))
+
+
 def demo(args: argparse.Namespace) -> int:
     cfg_path = args.config or "config/detector.yaml"
     settings = load_config(cfg_path)
@@ -73,46 +79,10 @@ def demo(args: argparse.Namespace) -> int:
         test_file = DATA / f"demo-test-{args.streams}.jsonl"
         if not train_file.exists():
             say(f"simulating {TRAIN['streams']} cards x {TRAIN['days']} days of training data")
-            subprocess.run(
-                [
-                    py,
-                    "-m",
-                    "detector.cli",
-                    "simulate",
-                    "--streams",
-                    str(TRAIN["streams"]),
-                    "--days",
-                    str(TRAIN["days"]),
-                    "--seed",
-                    str(TRAIN["seed"]),
-                    "--scenario",
-                    "config/scenarios/default.yaml",
-                    "--out",
-                    str(train_file),
-                ],
-                check=True,
-            )
+            _simulate(TRAIN["streams"], TRAIN["days"], TRAIN["seed"], train_file)
         if not test_file.exists():
             say(f"simulating the fraud stream to replay: {args.streams} cards x {TEST_DAYS} days (another seed)")
-            subprocess.run(
-                [
-                    py,
-                    "-m",
-                    "detector.cli",
-                    "simulate",
-                    "--streams",
-                    str(args.streams),
-                    "--days",
-                    str(TEST_DAYS),
-                    "--seed",
-                    str(TEST_SEED),
-                    "--scenario",
-                    "config/scenarios/default.yaml",
-                    "--out",
-                    str(test_file),
-                ],
-                check=True,
-            )
+            _simulate(args.streams, TEST_DAYS, TEST_SEED, test_file)
         model = settings.model.path
         if not (Path(model) / "metadata.json").exists():
             say(f"training the default model into {model} (seeded)")

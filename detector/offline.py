@@ -19,7 +19,8 @@ from detector.model import Artifact, load_artifact
 from simulators.output import write_jsonl
 
 
-def _score(settings: Settings, model: Path, data: Path) -> tuple[Artifact, Dataset, Scored]:
+def score_dataset(settings: Settings, model: Path, data: Path) -> tuple[Artifact, Dataset, Scored]:
+    """Load the model and the file, score every event in file order as the daemon would."""
     spec = FeatureSpec.from_config(settings.features)
     art = load_artifact(model, spec)
     ds = load_events(data, spec, settings.runtime.max_event_bytes)
@@ -37,7 +38,7 @@ def _score(settings: Settings, model: Path, data: Path) -> tuple[Artifact, Datas
 
 
 def score_file(settings: Settings, model: Path, data: Path, out: str) -> int:
-    art, ds, r = _score(settings, model, data)
+    art, ds, r = score_dataset(settings, model, data)
     th = art.threshold.value
     rows = (
         {
@@ -54,7 +55,7 @@ def score_file(settings: Settings, model: Path, data: Path, out: str) -> int:
 
 
 def evaluate_file(settings: Settings, model: Path, data: Path) -> dict[str, Any]:
-    art, ds, r = _score(settings, model, data)
+    art, ds, r = score_dataset(settings, model, data)
     labels = ds.labels()
     if labels is None:
         raise ValueError(f"{data}: events lack the 'label' field; evaluation needs labelled data")

@@ -21,20 +21,21 @@ def default_settings() -> Settings:
     return load_config(ROOT / "config" / "detector.yaml")
 
 
-@pytest.fixture(scope="session")
-def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    cols = simulate_cards(300, 20, load_scenario(ROOT / "config/scenarios/easy.yaml"), seed=11)
+def _easy_cards(tmp_path_factory: pytest.TempPathFactory, name: str, cards: int, seed: int) -> Path:
+    path = tmp_path_factory.mktemp("data") / f"{name}.jsonl"
+    cols = simulate_cards(cards, 20, load_scenario(ROOT / "config/scenarios/easy.yaml"), seed=seed)
     write_jsonl(card_records(cols), str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _easy_cards(tmp_path_factory, "train", 300, 11)
 
 
 @pytest.fixture(scope="session")
 def test_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "test.jsonl"
-    cols = simulate_cards(150, 20, load_scenario(ROOT / "config/scenarios/easy.yaml"), seed=12)
-    write_jsonl(card_records(cols), str(path))
-    return path
+    return _easy_cards(tmp_path_factory, "test", 150, 12)
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,7 @@ import yaml
 
 from detector.app import Detector
 from detector.config import Settings
-from detector.dataset import load_events, score_events
-from detector.features import FeatureSpec
-from detector.model import load_artifact
+from detector.offline import score_dataset
 from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.kafka_io import committed, end_offsets, produce, read_all
@@ -29,19 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def offline_alerts(settings: Settings, model_dir: Path, path: Path) -> set[str]:
-    spec = FeatureSpec(settings.features)
-    art = load_artifact(model_dir, spec)
-    ds = load_events(path, spec)
-    r = score_events(
-        ds.events,
-        art.weights,
-        art.norm,
-        spec,
-        art.window,
-        settings.model.warmup_events,
-        art.prediction_weight,
-        art.threshold.value,
-    )
+    _, ds, r = score_dataset(settings, model_dir, path)
     return {e.event_id for e, a in zip(ds.events, r.alert, strict=True) if a}
 
 
