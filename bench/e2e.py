@@ -94,6 +94,25 @@ def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
     p.close()
 
 
+def _replay_rate(bootstrap: str, tmp: Path, lines: list[bytes], rate: float) -> dict[str, float]:
+    """`detector replay --rate`: the rate it holds over the whole file."""
+    from detector.config import KafkaConfig
+    from simulators.replay import replay
+
+    path = tmp / "replay.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    res = replay(
+        path, KafkaConfig(bootstrap_servers=bootstrap), f"rate-{uuid.uuid4().hex[:6]}", rate=rate, progress=False
+    )
+    achieved = res.sent / res.seconds
+    return {
+        "target_per_s": rate,
+        "achieved_per_s": achieved,
+        "error_pct": 100 * (achieved - rate) / rate,
+        "failed": res.failed,
+    }
+
+
 def _bare_consume(bootstrap: str, topic: str, n: int) -> float:
     from kafka import KafkaConsumer
 
@@ -293,6 +312,12 @@ def run(smoke: bool = False) -> dict[str, Any]:
         _produce(broker.bootstrap, topic, lines)
         out["produce_per_s"] = n / (time.perf_counter() - t0)
         out["bare_consume_per_s"] = _bare_consume(broker.bootstrap, topic, n)
+        out["replay_rate"] = _replay_rate(broker.bootstrap, tmp, lines[: 2_000 if smoke else 25_000], 5000.0)
+        print(
+            f"  detector replay --rate 5000: {out['replay_rate']['achieved_per_s']:,.0f} ev/s "
+            f"({out['replay_rate']['error_pct']:+.2f}%)",
+            flush=True,
+        )
         print(
             f"  kafka-python produce {out['produce_per_s']:,.0f} ev/s; bare consume "
             f"{out['bare_consume_per_s']:,.0f} ev/s",

@@ -63,6 +63,14 @@ def markdown(r: dict[str, Any]) -> str:
             "|---|---|",
             f"| kafka-python produce | {fmt(e['produce_per_s'])} events/s |",
             f"| kafka-python bare consume (no processing) | {fmt(e['bare_consume_per_s'])} events/s |",
+            *(
+                [
+                    f"| `detector replay --rate 5000` holds | {fmt(r['achieved_per_s'])} events/s "
+                    f"({r['error_pct']:+.2f}%) |"
+                ]
+                if (r := e.get("replay_rate"))
+                else []
+            ),
             f"| `detector run` loop, first to last commit | {fmt(d['events_per_s'])} events/s "
             f"({d['fraction_of_bare_consume']:.0%} of bare consume) |",
             f"| CPU seconds per million events | {d['cpu_seconds_per_million']:.0f} |",
