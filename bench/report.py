@@ -72,10 +72,21 @@ def markdown(r: dict[str, Any]) -> str:
                 else []
             ),
             f"| `detector run` loop, first to last commit | {fmt(d['events_per_s'])} events/s "
-            f"({d['fraction_of_bare_consume']:.0%} of bare consume) |",
+            f"({d['fraction_of_bare_consume']:.0%} of bare consume; median of {d.get('reps', 1)}, "
+            f"range {fmt(d.get('events_per_s_min_max', [0, 0])[0])}–{fmt(d.get('events_per_s_min_max', [0, 0])[1])}) |",
             f"| CPU seconds per million events | {d['cpu_seconds_per_million']:.0f} |",
             f"| peak RSS | {d['peak_rss_mb']:.0f} MB |",
             "",
+            *(
+                [
+                    f"Restart with {rs['streams']:,.0f} streams: SIGTERM to exit {rs['sigterm_to_exit_s']:.1f} s; "
+                    f"SIGTERM to the new process ready (model loaded, state restored) "
+                    f"{rs['sigterm_to_ready_s']:.1f} s.",
+                    "",
+                ]
+                if (rs := e.get("restart"))
+                else []
+            ),
             "Event-to-alert latency of live traffic in which every 50th event is blatantly anomalous, "
             "from produce to alert read:",
             "",
