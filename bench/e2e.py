@@ -334,12 +334,12 @@ def _restart(base: Settings, bootstrap: str, model: Path, tmp: Path, streams: in
     ready = time.monotonic() - t0
     new.send_signal(signal.SIGTERM)
     out, _ = new.communicate(timeout=60)
-    m = re.search(r"restored (\d+) streams", out.decode(errors="replace"))
+    found = [int(x) for x in re.findall(r"restored (\d+) streams", out.decode(errors="replace"))]
     return {
         "streams": float(streams),
         "sigterm_to_exit_s": stopped,
         "sigterm_to_ready_s": ready,
-        "restored": float(m.group(1)) if m else -1.0,
+        "restored": float(max(found, default=-1)),
     }
 
 
