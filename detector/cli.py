@@ -143,9 +143,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from detector.offline import evaluate_file, format_report
 
     settings = _config(args)
-    report = evaluate_file(settings, Path(args.model), Path(args.data))
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    report = evaluate_file(settings, Path(args.model), Path(args.data), args.baseline)
+    print(json.dumps(_finite(report), indent=2) if args.json else format_report(report))
     return 0
+
+
+def _finite(obj: Any) -> Any:
+    """NaN (an undefined metric, e.g. no incident caught) as null: strict JSON has no NaN."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -213,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True)
     sp.add_argument("--data", required=True)
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--baseline", choices=["river-hst"], default=None, help="score the same events with a baseline too")
     sp.add_argument("--config", default=None)
     sp.set_defaults(func=cmd_evaluate)
 

@@ -14,6 +14,7 @@ import numpy as np
 from detector.config import Settings
 from detector.dataset import Dataset, Scored, load_events, score_events
 from detector.evaluate import evaluate
+from detector.exceptions import DetectorError
 from detector.features import FeatureSpec
 from detector.model import Artifact, load_artifact
 from simulators.output import write_jsonl
@@ -54,11 +55,11 @@ def score_file(settings: Settings, model: Path, data: Path, out: str) -> int:
     return write_jsonl(rows, out)
 
 
-def evaluate_file(settings: Settings, model: Path, data: Path) -> dict[str, Any]:
+def evaluate_file(settings: Settings, model: Path, data: Path, baseline: str | None = None) -> dict[str, Any]:
     art, ds, r = score_dataset(settings, model, data)
     labels = ds.labels()
     if labels is None:
-        raise ValueError(f"{data}: events lack the 'label' field; evaluation needs labelled data")
+        raise DetectorError(f"{data}: events lack the 'label' field; evaluation needs labelled data")
     ts = np.array([e.ts for e in ds.events])
     streams = [e.stream_id for e in ds.events]
     scores = np.where(r.warming, 0.0, r.score)
@@ -81,6 +82,19 @@ def evaluate_file(settings: Settings, model: Path, data: Path) -> dict[str, Any]
             "incidents_caught": len(caught),
         }
     report["by_fraud_type"] = by_type
+    if baseline == "river-hst":
+        from detector.baseline import river_hst_scores
+
+        hst = river_hst_scores(FeatureSpec.from_config(settings.features), art.norm, ds.events, settings.model.seed)
+        # HST has no calibration of its own: its threshold is the same false-alarm quantile taken on
+        # the normal events of this very file, an oracle advantage the LSTM does not get.
+        th = float(np.quantile(hst[labels == 0], 1 - settings.model.target_false_alarm_rate))
+        report["baseline"] = {
+            "name": "river-hst",
+            "threshold": th,
+            "threshold_note": "oracle quantile",
+            **evaluate(hst, hst > th, labels, ds.field("incident_id"), streams, ts),
+        }
     return report
 
 
@@ -100,7 +114,12 @@ def format_report(rep: dict[str, Any]) -> str:
         "mean_delay_seconds",
         "false_alerts_per_10k",
     )
-    lines += [f"  {k:<22} {rep[k]:.4f}" for k in keys]
+    base = rep.get("baseline")
+    if base:
+        lines.append(f"  {'':<22} {'lstm':>8} {base['name']:>10}")
+        lines += [f"  {k:<22} {rep[k]:>8.4f} {base[k]:>10.4f}" for k in keys]
+    else:
+        lines += [f"  {k:<22} {rep[k]:.4f}" for k in keys]
     for t, v in rep.get("by_fraud_type", {}).items():
         lines.append(
             f"  {t:<22} incidents {v['incidents_caught']}/{v['incidents']}  event recall {v['event_recall']:.2f}"

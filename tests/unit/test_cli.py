@@ -82,3 +82,30 @@ def test_score_and_evaluate_offline(model_dir, test_file, tmp_path) -> None:  # 
     ):
         assert k in rep
     assert rep["events"] == n_in and rep["alerts"] == sum(x["alert"] for x in lines)
+
+
+def test_evaluate_with_the_river_baseline_side_by_side(model_dir, test_file) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "detector.cli",
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(test_file),
+            "--json",
+            "--baseline",
+            "river-hst",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    base = rep["baseline"]
+    assert base["name"] == "river-hst" and base["events"] == rep["events"]
+    assert 0.0 <= base["pr_auc"] <= 1.0 and 0.0 <= base["roc_auc"] <= 1.0
