@@ -4,7 +4,7 @@
     decode_into(table, slot, rec, model_version)       # False when the record is for another model
 
 Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes),
-count i64, last_ts f64, median f32, input offset of the last applied event i64, then h, c
+count i64, last_ts f64, median f32, recent f32, input offset of the last applied event i64, then h, c
 (units f32 each) and the ring (W x F f32, oldest first).
 A record written under another model version is ignored on restore (that stream starts cold):
 hidden state is meaningless across weights.
@@ -19,8 +19,8 @@ import numpy as np
 from detector.state import StreamTable
 
 MAGIC = b"DS"
-FORMAT = 2  # 2: ring stored in time order
-_HEADER = struct.Struct("<2sB12sqdfq")
+FORMAT = 3  # 2: ring stored in time order; 3: decayed recent-event count
+_HEADER = struct.Struct("<2sB12sqdffq")
 
 
 def encode(table: StreamTable, slot: int, model_version: str) -> bytes:
@@ -31,6 +31,7 @@ def encode(table: StreamTable, slot: int, model_version: str) -> bytes:
         int(table.count[slot]),
         float(table.last_ts[slot]),
         float(table.median[slot]),
+        float(table.recent[slot]),
         int(table.offset[slot]),
     )
     return head + table.h[slot].tobytes() + table.c[slot].tobytes() + table.ring[slot].tobytes()
@@ -43,7 +44,7 @@ def record_size(table: StreamTable) -> int:
 def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str) -> bool:
     if len(value) != record_size(table):
         return False
-    magic, fmt, version, count, last_ts, median, offset = _HEADER.unpack_from(value)
+    magic, fmt, version, count, last_ts, median, recent, offset = _HEADER.unpack_from(value)
     if magic != MAGIC or fmt != FORMAT or version.rstrip(b" ").decode() != model_version[:12]:
         return False
     u, o = table.units, _HEADER.size
@@ -54,5 +55,6 @@ def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str)
     table.count[slot] = count
     table.last_ts[slot] = last_ts
     table.median[slot] = median
+    table.recent[slot] = recent
     table.offset[slot] = offset
     return True

@@ -79,6 +79,9 @@ class FeaturesConfig(_Section):
     hour_of_day: bool = True
     day_of_week: bool = True
     log_seconds_since_previous: bool = True
+    # Per stream: log(1 + decayed count of its previous events), this time constant; 0 = off.
+    # One hour: card-testing and velocity bursts happen within minutes to an hour.
+    recent_events_window_seconds: float = Field(3600.0, ge=0)
     # The numeric field whose ratio to the stream's running median is a feature (None: off).
     relative_to_median: str | None = "amount"
     label_fields: tuple[str, ...] = ("label", "fraud_type", "incident_id")

@@ -60,11 +60,12 @@ def featurize(spec: FeatureSpec, events: list[ParsedEvent]) -> np.ndarray:
     slots = np.array([ids.setdefault(e.stream_id, len(ids)) for e in events], dtype=np.int64)
     last_ts = np.zeros(len(ids))
     median = np.zeros(len(ids), dtype=np.float32)
+    recent = np.zeros(len(ids), dtype=np.float32)
     seen = np.zeros(len(ids), dtype=bool)
     for rows in _rounds(slots):
         s = slots[rows]
         xr = x[rows]
-        last_ts[s], median[s] = spec.derive(xr, ts[rows], last_ts[s], median[s], seen[s])
+        last_ts[s], median[s], recent[s] = spec.derive(xr, ts[rows], last_ts[s], median[s], recent[s], seen[s])
         x[rows] = xr
         seen[s] = True
     return x

@@ -70,6 +70,8 @@ class FeatureSpec:
         names = [f.name for f in cfg.numeric]
         if cfg.log_seconds_since_previous:
             names.append("log_seconds_since_previous")
+        if cfg.recent_events_window_seconds > 0:
+            names.append("recent_events")
         if cfg.relative_to_median:
             names.append(f"{cfg.relative_to_median}_vs_median")
         if cfg.hour_of_day:
@@ -78,6 +80,7 @@ class FeatureSpec:
             names += ["dow_sin", "dow_cos"]
         self.n_numeric = len(cfg.numeric)
         self.dt_col = names.index("log_seconds_since_previous") if cfg.log_seconds_since_previous else -1
+        self.recent_col = names.index("recent_events") if cfg.recent_events_window_seconds > 0 else -1
         self.med_col = names.index(f"{cfg.relative_to_median}_vs_median") if cfg.relative_to_median else -1
         self.med_src = [f.name for f in cfg.numeric].index(cfg.relative_to_median) if cfg.relative_to_median else -1
         self.time_col = len(names) - 2 * (cfg.hour_of_day + cfg.day_of_week)
@@ -215,23 +218,37 @@ class FeatureSpec:
         return x
 
     def derive(
-        self, x: np.ndarray, ts: np.ndarray, last_ts: np.ndarray, median: np.ndarray, seen: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        x: np.ndarray,
+        ts: np.ndarray,
+        last_ts: np.ndarray,
+        median: np.ndarray,
+        recent: np.ndarray,
+        seen: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fill the per-stream columns of rows that each belong to a distinct stream.
 
-        `last_ts`, `median` and `seen` are that stream's state before these events; returns the
-        new (last_ts, median). A stream's first event gets NaN (normalised to the mean, i.e. 0).
+        `last_ts`, `median`, `recent` and `seen` are that stream's state before these events;
+        returns the new (last_ts, median, recent). A stream's first event gets NaN (normalised to
+        the mean, i.e. 0). `recent` is an exponentially decayed count of the stream's events
+        (time constant `recent_events_window_seconds`): a burst of events shows in it long after
+        the single gap between two of them would.
         """
+        dt = np.maximum(ts - last_ts, 0.0)
         if self.dt_col >= 0:
-            dt = np.maximum(ts - last_ts, 0.0)
             x[:, self.dt_col] = np.where(seen, np.log1p(dt), np.nan)
+        new_recent = recent
+        if self.recent_col >= 0:
+            decayed = np.where(seen, recent * np.exp(-dt / self.cfg.recent_events_window_seconds), 0.0)
+            x[:, self.recent_col] = np.where(seen, np.log1p(decayed), np.nan)
+            new_recent = (decayed + 1.0).astype(np.float32)
         new_median = median
         if self.med_col >= 0:
             v = x[:, self.med_src]
             x[:, self.med_col] = np.where(seen, v - median, np.nan)
             step = np.clip(v - median, -MEDIAN_MAX_STEP, MEDIAN_MAX_STEP) * MEDIAN_GAIN
             new_median = np.where(seen, median + step, v).astype(np.float32)
-        return ts.copy(), new_median
+        return ts.copy(), new_median, new_recent
 
 
 def dumps(obj: Any) -> bytes:

@@ -178,7 +178,9 @@ class StreamingScorer:
         n = len(rows)
         count = t.count[s]
         xr = x[rows]
-        t.last_ts[s], t.median[s] = self.spec.derive(xr, ts[rows], t.last_ts[s], t.median[s], count > 0)
+        t.last_ts[s], t.median[s], t.recent[s] = self.spec.derive(
+            xr, ts[rows], t.last_ts[s], t.median[s], t.recent[s], count > 0
+        )
         x[rows] = xr
         z = self.norm.apply(xr)
         h_prev = t.h[s]

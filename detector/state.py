@@ -24,6 +24,7 @@ _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
     "count": ((), np.int64, 0),
     "last_ts": ((), np.float64, 0.0),
     "median": ((), np.float32, 0.0),
+    "recent": ((), np.float32, 0.0),
     # Input offset of the last event applied to the stream: a replayed event at or below it
     # (after a rebalance or restart) is skipped instead of being applied to the state twice.
     "offset": ((), np.int64, -1),
@@ -58,6 +59,7 @@ class StreamTable:
     count: np.ndarray
     last_ts: np.ndarray
     median: np.ndarray
+    recent: np.ndarray
     offset: np.ndarray
     partition: np.ndarray
     dirty: np.ndarray

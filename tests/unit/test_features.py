@@ -113,12 +113,17 @@ def test_derived_features_follow_the_stream(spec: FeatureSpec) -> None:
     x = spec.base_matrix([spec.parse(raw()), spec.parse(raw())])
     ts = np.array([100.0, 160.0])
     # First event of a stream: unknown (NaN, normalised to 0 later); second: log1p(60 s).
-    last, med = spec.derive(x[:1], ts[:1], np.zeros(1), np.zeros(1, np.float32), np.array([False]))
+    last, med, rec = spec.derive(
+        x[:1], ts[:1], np.zeros(1), np.zeros(1, np.float32), np.zeros(1, np.float32), np.array([False])
+    )
     assert np.isnan(x[0, spec.dt_col]) and np.isnan(x[0, spec.med_col])
     xr = x[1:]
-    spec.derive(xr, ts[1:], last, med, np.array([True]))
+    _, _, rec2 = spec.derive(xr, ts[1:], last, med, rec, np.array([True]))
     assert xr[0, spec.dt_col] == pytest.approx(math.log1p(60))
     assert xr[0, spec.med_col] == pytest.approx(0.0)  # same amount as the median so far
+    # One previous event 60 s ago, decayed over an hour: log(1 + e^(-60/3600)).
+    assert xr[0, spec.recent_col] == pytest.approx(math.log1p(math.exp(-60 / 3600)))
+    assert rec2[0] == pytest.approx(math.exp(-60 / 3600) + 1)
 
 
 def test_labels_do_not_reach_the_features(spec: FeatureSpec) -> None:
