@@ -19,6 +19,19 @@ from detector.features import FeatureSpec
 from detector.model import Artifact, load_artifact
 from simulators.output import write_jsonl
 
+# The metrics every evaluation report carries (with --json, these keys at the top level).
+REPORT_KEYS = (
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "incident_recall",
+    "mean_delay_events",
+    "mean_delay_seconds",
+    "false_alerts_per_10k",
+)
+
 
 def score_dataset(settings: Settings, model: Path, data: Path) -> tuple[Artifact, Dataset, Scored]:
     """Load the model and the file, score every event in file order as the daemon would."""
@@ -103,17 +116,7 @@ def format_report(rep: dict[str, Any]) -> str:
         f"model {rep['model_version']}  threshold {rep['threshold']:.4f}  events {rep['events']}  "
         f"alerts {rep['alerts']}"
     ]
-    keys = (
-        "precision",
-        "recall",
-        "f1",
-        "roc_auc",
-        "pr_auc",
-        "incident_recall",
-        "mean_delay_events",
-        "mean_delay_seconds",
-        "false_alerts_per_10k",
-    )
+    keys = REPORT_KEYS
     base = rep.get("baseline")
     if base:
         lines.append(f"  {'':<22} {'lstm':>8} {base['name']:>10}")

@@ -5,23 +5,31 @@ import sys
 
 import pytest
 
+from detector.offline import REPORT_KEYS
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "detector.cli", *args], capture_output=True, text=True)
+
+
 COMMANDS = ["check-config", "simulate", "train", "replay", "run", "score", "evaluate", "demo"]
 
 
 def test_help_lists_every_subcommand() -> None:
-    out = subprocess.run([sys.executable, "-m", "detector.cli", "--help"], capture_output=True, text=True, check=True)
+    out = cli("--help")
+    assert out.returncode == 0
     for c in COMMANDS:
         assert c in out.stdout
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_subcommand_has_help(command: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "detector.cli", command, "--help"], capture_output=True, text=True)
+    out = cli(command, "--help")
     assert out.returncode == 0 and "usage: detector " + command in out.stdout
 
 
 def test_unknown_subcommand_is_a_usage_error() -> None:
-    out = subprocess.run([sys.executable, "-m", "detector.cli", "frobnicate"], capture_output=True, text=True)
+    out = cli("frobnicate")
     assert out.returncode == 2
 
 
@@ -29,57 +37,16 @@ def test_score_and_evaluate_offline(model_dir, test_file, tmp_path) -> None:  # 
     import json
 
     out = tmp_path / "scores.jsonl"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "detector.cli",
-            "score",
-            "--model",
-            str(model_dir),
-            "--data",
-            str(test_file),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = cli("score", "--model", str(model_dir), "--data", str(test_file), "--out", str(out))
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     n_in = sum(1 for _ in test_file.open())
     assert len(lines) == n_in
     assert set(lines[0]) >= {"event_id", "stream_id", "score", "threshold", "alert", "warming"}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "detector.cli",
-            "evaluate",
-            "--model",
-            str(model_dir),
-            "--data",
-            str(test_file),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = cli("evaluate", "--model", str(model_dir), "--data", str(test_file), "--json")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    for k in (
-        "precision",
-        "recall",
-        "f1",
-        "roc_auc",
-        "pr_auc",
-        "incident_recall",
-        "mean_delay_events",
-        "mean_delay_seconds",
-        "false_alerts_per_10k",
-        "events",
-        "alerts",
-    ):
+    for k in (*REPORT_KEYS, "events", "alerts"):
         assert k in rep
     assert rep["events"] == n_in and rep["alerts"] == sum(x["alert"] for x in lines)
 
@@ -87,23 +54,7 @@ def test_score_and_evaluate_offline(model_dir, test_file, tmp_path) -> None:  # 
 def test_evaluate_with_the_river_baseline_side_by_side(model_dir, test_file) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "detector.cli",
-            "evaluate",
-            "--model",
-            str(model_dir),
-            "--data",
-            str(test_file),
-            "--json",
-            "--baseline",
-            "river-hst",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = cli("evaluate", "--model", str(model_dir), "--data", str(test_file), "--json", "--baseline", "river-hst")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     base = rep["baseline"]
