@@ -49,7 +49,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev,baselines]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,baselines,fast]'
 	touch $(STAMP)
 
 kafka: $(KAFKA_JAR)

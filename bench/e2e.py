@@ -84,12 +84,28 @@ def _lines(n: int, streams: int, seed: int) -> list[bytes]:
     return [orjson.dumps(r) for r in recs[:n]]
 
 
-def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
+def _produce(bootstrap: str, topic: str, lines: list[bytes], client: str = "kafka-python") -> None:
+    """Bulk load through `client` (acks=1, large batches): also the bench's produce-rate probe."""
+    keys = [orjson.loads(x)["stream_id"].encode() for x in lines]
+    if client == "confluent":
+        from confluent_kafka import Producer
+
+        cp = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 20, "batch.size": 512 * 1024})
+        for k, x in zip(keys, lines, strict=True):
+            while True:
+                try:
+                    cp.produce(topic, x, k)
+                    break
+                except BufferError:
+                    cp.poll(0.05)
+            cp.poll(0)
+        cp.flush()
+        return
     from kafka import KafkaProducer
 
     p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=512 * 1024)
-    for x in lines:
-        p.send(topic, key=orjson.loads(x)["stream_id"].encode(), value=x)
+    for k, x in zip(keys, lines, strict=True):
+        p.send(topic, key=k, value=x)
     p.flush()
     p.close()
 
@@ -113,7 +129,29 @@ def _replay_rate(bootstrap: str, tmp: Path, lines: list[bytes], rate: float) -> 
     }
 
 
-def _bare_consume(bootstrap: str, topic: str, n: int) -> float:
+def _bare_consume(bootstrap: str, topic: str, n: int, client: str = "kafka-python") -> float:
+    """The client's own ceiling: consume `n` records in batches of 2,000, do nothing with them."""
+    got, t0 = 0, None
+    if client == "confluent":
+        from confluent_kafka import Consumer
+
+        cc = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bare-{uuid.uuid4().hex[:6]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        cc.subscribe([topic])
+        while got < n:
+            msgs = cc.consume(2000, 0.5)
+            if msgs:
+                t0 = t0 or time.perf_counter()
+                got += len(msgs)
+        dt = time.perf_counter() - (t0 or time.perf_counter())
+        cc.close()
+        return n / dt
     from kafka import KafkaConsumer
 
     c = KafkaConsumer(
@@ -124,7 +162,6 @@ def _bare_consume(bootstrap: str, topic: str, n: int) -> float:
         enable_auto_commit=False,
         max_poll_records=2000,
     )
-    got, t0 = 0, None
     while got < n:
         for recs in c.poll(timeout_ms=500).values():
             t0 = t0 or time.perf_counter()
@@ -134,9 +171,10 @@ def _bare_consume(bootstrap: str, topic: str, n: int) -> float:
     return n / dt
 
 
-def _settings(base: Settings, bootstrap: str, topic: str, model: Path, tag: str) -> Settings:
+def _settings(base: Settings, bootstrap: str, topic: str, model: Path, tag: str, client: str) -> Settings:
     d = base.model_dump()
     d["kafka"].update(
+        client=client,
         bootstrap_servers=bootstrap,
         input_topic=topic,
         alerts_topic=f"alerts-{tag}",
@@ -164,8 +202,10 @@ def _daemon(s: Settings, tmp: Path, extra: list[str]) -> subprocess.Popen[bytes]
     )
 
 
-def _throughput(base: Settings, bootstrap: str, topic: str, model: Path, n: int, tmp: Path) -> dict[str, Any]:
-    s = _settings(base, bootstrap, topic, model, uuid.uuid4().hex[:6])
+def _throughput(
+    base: Settings, bootstrap: str, topic: str, model: Path, n: int, tmp: Path, client: str
+) -> dict[str, Any]:
+    s = _settings(base, bootstrap, topic, model, uuid.uuid4().hex[:6], client)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = _daemon(s, tmp, ["--max-events", str(n)])
     peak = [0]
@@ -211,13 +251,16 @@ def _ready(port: int) -> bool:
 
 
 def _latency(
-    base: Settings, bootstrap: str, model: Path, lines: list[bytes], rate: float, seconds: float, tmp: Path
+    base: Settings, bootstrap: str, model: Path, lines: list[bytes], rate: float, seconds: float, tmp: Path, client: str
 ) -> dict[str, Any]:
-    from kafka import KafkaConsumer, KafkaProducer
+    """The daemon on `client`; the load is offered by a confluent producer (linger 0), so that
+    20,000 events/s can be offered at all, and alerts read by a kafka-python consumer."""
+    from confluent_kafka import Producer
+    from kafka import KafkaConsumer
 
     tag = uuid.uuid4().hex[:6]
     topic = f"lat-{tag}"
-    d = _settings(base, bootstrap, topic, model, tag).model_dump()
+    d = _settings(base, bootstrap, topic, model, tag, client).model_dump()
     d["model"]["warmup_events"] = 0  # a stream's first events may be the marked ones
     port = _free_port()
     d["http"]["port"] = port
@@ -247,7 +290,7 @@ def _latency(
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    prod = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    prod = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0})
     n = int(rate * seconds)
     t0 = time.monotonic()
     for i, x in enumerate(lines[:n]):
@@ -261,7 +304,8 @@ def _latency(
         if i % 50 == 49:
             ev.update(amount=9e6, country="ZZ", channel="atm", merchant_category="jewelry")
             sent[ev["event_id"]] = time.time()
-        prod.send(topic, key=ev["stream_id"].encode(), value=orjson.dumps(ev))
+        prod.produce(topic, orjson.dumps(ev), ev["stream_id"].encode())
+        prod.poll(0)
     prod.flush()
     offered = n / (time.monotonic() - t0)
     end = time.monotonic() + 30
@@ -272,7 +316,6 @@ def _latency(
     daemon.send_signal(signal.SIGTERM)
     daemon.communicate(timeout=60)
     cons.close()
-    prod.close()
     lat = np.array([got[k] - sent[k] for k in sent if k in got]) * 1000
     return {
         "offered_per_s": rate,
@@ -286,7 +329,7 @@ def _latency(
     }
 
 
-def _restart(base: Settings, bootstrap: str, model: Path, tmp: Path, streams: int) -> dict[str, float]:
+def _restart(base: Settings, bootstrap: str, model: Path, tmp: Path, streams: int, client: str) -> dict[str, float]:
     """SIGTERM a daemon holding `streams` streams, start a new one: time until it is ready again.
 
     Ready means the new process has loaded the model, joined the group and restored every
@@ -312,8 +355,9 @@ def _restart(base: Settings, bootstrap: str, model: Path, tmp: Path, streams: in
             )
             for i in range(streams)
         ],
+        client,
     )
-    d = _settings(base, bootstrap, topic, model, tag).model_dump()
+    d = _settings(base, bootstrap, topic, model, tag, client).model_dump()
     d["state"]["max_streams"] = max(streams, d["kafka"]["max_poll_records"])
     port = _free_port()
     d["http"]["port"] = port
@@ -356,56 +400,120 @@ def _model(base: Settings, tmp: Path, smoke: bool) -> Path:
     return model
 
 
+def _scale_out(
+    base: Settings, bootstrap: str, model: Path, lines: list[bytes], procs: int, tmp: Path, client: str
+) -> dict[str, Any]:
+    """`procs` daemons in one consumer group on an 8-partition topic pre-filled with `lines`.
+
+    Rate = committed offsets gained / time, from the group's first commit to its last: the
+    steady state of the group, start-up (TensorFlow import, join) excluded alike for 1 and 2.
+    """
+    from kafka.admin import KafkaAdminClient
+
+    from detector.config import KafkaConfig
+    from detector.kafka_client import ensure_topics
+
+    tag = uuid.uuid4().hex[:6]
+    topic = f"scale-{tag}"
+    ensure_topics(KafkaConfig(bootstrap_servers=bootstrap, partitions=8), [topic])
+    _produce(bootstrap, topic, lines, "confluent")
+    d = _settings(base, bootstrap, topic, model, tag, client).model_dump()
+    d["state"]["checkpoint_interval_seconds"] = 1.0  # fine-grained commits: the clock of this measure
+    d["kafka"]["partitions"] = 8
+    s = Settings(**d)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    daemons = [_daemon(s, tmp, []) for _ in range(procs)]
+    first: tuple[float, int] | None = None
+    done = 0
+    deadline = time.monotonic() + 600
+    try:
+        while done < len(lines) and time.monotonic() < deadline:
+            offsets = admin.list_group_offsets(s.kafka.group_id).get(s.kafka.group_id, {})
+            done = sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset > 0)
+            if first is None and done > 0:
+                first = (time.monotonic(), done)
+            time.sleep(0.1)
+        last = time.monotonic()
+    finally:
+        for p in daemons:
+            p.send_signal(signal.SIGTERM)
+        for p in daemons:
+            p.communicate(timeout=60)
+        admin.close()
+    if first is None or done < len(lines):
+        raise RuntimeError(f"scale-out with {procs} processes committed {done} of {len(lines)}")
+    return {
+        "processes": procs,
+        "partitions": 8,
+        "events": len(lines),
+        "events_per_s": (done - first[1]) / max(last - first[0], 1e-9),
+    }
+
+
 def run(smoke: bool = False) -> dict[str, Any]:
+    """Every measure for both clients, in one run, on one broker."""
     base = Settings()
-    n = 5_000 if smoke else 300_000
-    out: dict[str, Any] = {"events": n, "streams": 10_000 if not smoke else 300}
+    n = 5_000 if smoke else 1_000_000
+    out: dict[str, Any] = {"events": n, "streams": 10_000 if not smoke else 300, "clients": {}}
     with tempfile.TemporaryDirectory() as tmpd, LocalBroker() as broker:
         tmp = Path(tmpd)
         model = _model(base, tmp, smoke)
         lines = _lines(n, out["streams"], 8)
-        topic = f"e2e-{uuid.uuid4().hex[:6]}"
-        t0 = time.perf_counter()
-        _produce(broker.bootstrap, topic, lines)
-        out["produce_per_s"] = n / (time.perf_counter() - t0)
-        out["bare_consume_per_s"] = _bare_consume(broker.bootstrap, topic, n)
         out["replay_rate"] = _replay_rate(broker.bootstrap, tmp, lines[: 2_000 if smoke else 25_000], 5000.0)
         print(
             f"  detector replay --rate 5000: {out['replay_rate']['achieved_per_s']:,.0f} ev/s "
             f"({out['replay_rate']['error_pct']:+.2f}%)",
             flush=True,
         )
-        print(
-            f"  kafka-python produce {out['produce_per_s']:,.0f} ev/s; bare consume "
-            f"{out['bare_consume_per_s']:,.0f} ev/s",
-            flush=True,
-        )
-        runs = [_throughput(base, broker.bootstrap, topic, model, n, tmp) for _ in range(1 if smoke else 3)]
-        runs.sort(key=lambda r: r["events_per_s"])
-        out["detector"] = dict(runs[len(runs) // 2])  # the median run, with the spread beside it
-        out["detector"]["events_per_s_min_max"] = [runs[0]["events_per_s"], runs[-1]["events_per_s"]]
-        out["detector"]["reps"] = len(runs)
-        d = out["detector"]
-        out["detector"]["fraction_of_bare_consume"] = d["events_per_s"] / out["bare_consume_per_s"]
-        print(
-            f"  detector run: {d['events_per_s']:,.0f} ev/s ({d['fraction_of_bare_consume']:.0%} of bare consume), "
-            f"{d['cpu_seconds_per_million']:.0f} CPU s per million events, peak RSS {d['peak_rss_mb']:.0f} MB",
-            flush=True,
-        )
-        out["restart"] = _restart(base, broker.bootstrap, model, tmp, 2_000 if smoke else 100_000)
+        for client in ("kafka-python", "confluent"):
+            c: dict[str, Any] = {}
+            out["clients"][client] = c
+            topic = f"e2e-{client}-{uuid.uuid4().hex[:6]}"
+            t0 = time.perf_counter()
+            _produce(broker.bootstrap, topic, lines, client)
+            c["produce_per_s"] = n / (time.perf_counter() - t0)
+            c["bare_consume_per_s"] = _bare_consume(broker.bootstrap, topic, n, client)
+            print(
+                f"  {client}: produce {c['produce_per_s']:,.0f} ev/s; bare consume {c['bare_consume_per_s']:,.0f} ev/s",
+                flush=True,
+            )
+            runs = [_throughput(base, broker.bootstrap, topic, model, n, tmp, client) for _ in range(1 if smoke else 3)]
+            runs.sort(key=lambda r: r["events_per_s"])
+            c["detector"] = d = dict(runs[len(runs) // 2])  # the median run, with the spread beside it
+            d["events_per_s_min_max"] = [runs[0]["events_per_s"], runs[-1]["events_per_s"]]
+            d["reps"] = len(runs)
+            d["fraction_of_bare_consume"] = d["events_per_s"] / c["bare_consume_per_s"]
+            print(
+                f"  {client}: detector run {d['events_per_s']:,.0f} ev/s "
+                f"({d['fraction_of_bare_consume']:.0%} of bare consume), "
+                f"{d['cpu_seconds_per_million']:.0f} CPU s per million events, peak RSS {d['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
+            c["latency"] = []
+            for r in (1000, 5000) if smoke else (1000, 5000, 20000):
+                lat = _latency(base, broker.bootstrap, model, lines, r, 2 if smoke else 10, tmp, client)
+                c["latency"].append(lat)
+                print(
+                    f"  {client}: latency at {r:>6,} ev/s offered: p50 {lat['p50_ms']}, p95 {lat['p95_ms']}, "
+                    f"p99 {lat['p99_ms']} ms ({lat['alerts_read']}/{lat['anomalies']} anomalies alerted)",
+                    flush=True,
+                )
+        fast = "confluent"
+        out["restart"] = _restart(base, broker.bootstrap, model, tmp, 2_000 if smoke else 100_000, fast)
+        out["restart"]["client"] = fast
         rs = out["restart"]
         print(
             f"  restart with {rs['streams']:,.0f} streams: SIGTERM to exit {rs['sigterm_to_exit_s']:.1f} s, "
             f"to the new process ready {rs['sigterm_to_ready_s']:.1f} s ({rs['restored']:,.0f} restored)",
             flush=True,
         )
-        out["latency"] = []
-        for r in (1000, 5000) if smoke else (1000, 5000, 20000):
-            lat = _latency(base, broker.bootstrap, model, lines, r, 2 if smoke else 10, tmp)
-            out["latency"].append(lat)
-            print(
-                f"  latency at {r:>6,} ev/s offered: p50 {lat['p50_ms']}, p95 {lat['p95_ms']}, p99 {lat['p99_ms']} ms "
-                f"({lat['alerts_read']}/{lat['anomalies']} anomalies alerted)",
-                flush=True,
-            )
+        scale = lines[: 5_000 if smoke else 600_000]
+        out["scale_out"] = [_scale_out(base, broker.bootstrap, model, scale, k, tmp, fast) for k in (1, 2)]
+        one, two = (x["events_per_s"] for x in out["scale_out"])
+        out["scale_out_ratio"] = two / one
+        print(
+            f"  scale-out ({fast}, 8 partitions): 1 process {one:,.0f} ev/s, 2 processes {two:,.0f} ev/s "
+            f"({two / one:.2f}x; 2 cores shared with the broker)",
+            flush=True,
+        )
     return out

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from detector import checkpoint as ckpt
 from detector.alerts import AlertPolicy
+from detector.backend import Sink, Source, make_sink, make_source
 from detector.changelog import read_partition
 from detector.config import Settings
 from detector.exceptions import DetectorError, InvalidEvent
@@ -37,8 +38,8 @@ from detector.logs import RateLimited
 from detector.metrics import Metrics, observe_many
 from detector.model import Artifact, load_artifact
 from detector.scoring import BatchScores, StreamingScorer
-from detector.sink import DeliveryFailed, KafkaSink
-from detector.source import KafkaSource, Partition, Record
+from detector.sink import DeliveryFailed
+from detector.source import Partition, Record
 from detector.state import StreamTable
 
 log = logging.getLogger("detector")
@@ -101,6 +102,9 @@ class Detector:
         self.health = HealthState()
         self.http_port: int | None = None
         self.stats = RunStats()
+        # Input partitions this instance holds, kept by the rebalance callbacks (safe to read from
+        # any thread, unlike the client's own assignment()).
+        self.assigned: frozenset[Partition] = frozenset()
         self._stop = threading.Event()
         self._reported = {"suppressed": 0, "evictions": 0}  # running totals already added to counters
         self._pending: dict[Partition, int] = {}  # next offset per partition, not yet committed
@@ -109,8 +113,8 @@ class Detector:
         self._incremental: _Incremental | None = None
         # One line per 10 s at most for bad events: a flood of them must not flood the logs.
         self._dlq_log = RateLimited(log, every=10.0)
-        self._sink: KafkaSink | None = None
-        self._source: KafkaSource | None = None
+        self._sink: Sink | None = None
+        self._source: Source | None = None
         self._reload_requested = threading.Event()
         self._model_mtime = self._metadata_mtime()
         self._last_model_check = time.monotonic()
@@ -190,10 +194,12 @@ class Detector:
             # kafka-python runs this callback on its IO thread, where a blocking commit is not
             # allowed: the state is flushed here, the offsets committed asynchronously. Correctness
             # does not hinge on that commit: restored state carries each stream's applied offset.
+            # (confluent runs callbacks on the loop's own thread and commits synchronously.)
             self.checkpoint("revoke", blocking=False)
         except BaseException as exc:  # noqa: BLE001 - kafka-python swallows callback errors; re-raised in run()
             self._callback_error = exc
             return
+        self.assigned = self.assigned - set(partitions)
         dropped = self.table.drop_partitions({p for _, p in partitions})
         log.info(
             "partitions revoked: %s (checkpointed, %d streams handed over)", sorted(p for _, p in partitions), dropped
@@ -206,6 +212,7 @@ class Detector:
         except BaseException as exc:  # noqa: BLE001 - see _on_revoke
             self._callback_error = exc
             return
+        self.assigned = self.assigned | set(partitions)
         self._set_ready(bool(partitions), "ready" if partitions else "no partitions assigned")
         log.info("partitions assigned: %s (%d streams restored)", sorted(p for _, p in partitions), restored)
 
@@ -339,8 +346,8 @@ class Detector:
             self.http_port = server.port
             log.info("metrics and health on http://%s:%d", s.http.host, server.port)
             self._prepare_topics()
-            self._sink = stack.enter_context(KafkaSink(s.kafka))
-            self._source = stack.enter_context(KafkaSource(s.kafka, self._on_assign, self._on_revoke))
+            self._sink = stack.enter_context(make_sink(s.kafka))
+            self._source = stack.enter_context(make_source(s.kafka, self._on_assign, self._on_revoke))
             while not self._stop.is_set():
                 records = self._source.poll()
                 if self._callback_error is not None:

@@ -23,6 +23,14 @@ RESTORE_TIMEOUT_S = 60.0
 
 def read_partition(cfg: KafkaConfig, partition: int) -> Iterator[tuple[str, bytes | None]]:
     """Every (key, value) of one changelog partition, from the beginning to its end now."""
+    if cfg.client == "confluent":
+        from detector import confluent
+
+        return confluent.read_partition(cfg, partition, RESTORE_TIMEOUT_S)
+    return _read_kafka_python(cfg, partition)
+
+
+def _read_kafka_python(cfg: KafkaConfig, partition: int) -> Iterator[tuple[str, bytes | None]]:
     from kafka import KafkaConsumer, TopicPartition
 
     opts: dict[str, Any] = {**client_options(cfg), "client_id": f"detector-restore-{cfg.group_id}"}

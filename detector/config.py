@@ -10,12 +10,13 @@ Environment beats the file; the file beats the defaults below.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from detector.exceptions import ConfigError
@@ -29,7 +30,8 @@ class _Section(BaseModel):
 
 class KafkaConfig(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
-    client: Literal["kafka-python"] = "kafka-python"
+    # kafka-python (pure Python, the default) or confluent (librdkafka: pip install 'detector[fast]').
+    client: Literal["kafka-python", "confluent"] = "kafka-python"
     input_topic: str = "events"
     alerts_topic: str = "alerts"
     dead_letter_topic: str = "events.dlq"
@@ -53,6 +55,13 @@ class KafkaConfig(_Section):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+    @field_validator("client")
+    @classmethod
+    def _client_installed(cls, v: str) -> str:
+        if v == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
+            raise ValueError("confluent-kafka is not installed: pip install 'detector[fast]' (or confluent-kafka)")
+        return v
 
 
 class NumericFeature(_Section):

@@ -7,6 +7,7 @@ with KafkaSink(settings.kafka) as sink:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -20,9 +21,9 @@ class DeliveryFailed(DetectorError):
 
 
 class KafkaSink:
-    def __init__(self, cfg: KafkaConfig, linger_ms: int = 2) -> None:
+    def __init__(self, cfg: KafkaConfig, linger_ms: int = 2, batch_bytes: int = 1 << 20) -> None:
         self.cfg = cfg
-        self.linger_ms = linger_ms
+        self.linger_ms, self.batch_bytes = linger_ms, batch_bytes
         self._producer: Any = None
         self._pending: list[Any] = []
 
@@ -34,6 +35,7 @@ class KafkaSink:
             enable_idempotence=True,
             # 2 ms: alerts are few; batching them longer would only add latency.
             linger_ms=self.linger_ms,
+            batch_size=self.batch_bytes,
             retries=5,
             **client_options(self.cfg),
         )
@@ -49,6 +51,11 @@ class KafkaSink:
     ) -> None:
         fut = self._producer.send(topic, key=key, value=value, headers=headers or [], partition=partition)
         self._pending.append(fut)
+
+    def produce(self, topic: str, key: bytes | None, value: bytes, done: Callable[[str | None], None]) -> None:
+        """Fire-and-count for bulk sends (replay): `done(None)` on ack, `done(reason)` on failure."""
+        fut = self._producer.send(topic, key=key, value=value)
+        fut.add_callback(lambda _: done(None)).add_errback(lambda exc: done(str(exc)))
 
     def take_pending(self) -> list[Any]:
         """Hand over the futures of every send so far (an incremental checkpoint tracks them)."""
@@ -71,8 +78,6 @@ class KafkaSink:
         from kafka.errors import KafkaError
 
         pending, self._pending = self._pending, []
-        if not pending:
-            return 0
         try:
             self._producer.flush(timeout=timeout)
         except KafkaError as exc:

@@ -17,13 +17,16 @@ from pathlib import Path
 
 import orjson
 
+from detector.backend import make_sink
 from detector.config import KafkaConfig
 from detector.features import parse_timestamp
-from detector.kafka_client import client_options
+from detector.sink import DeliveryFailed
 from simulators.output import read_jsonl
 
 # Print progress at most this often: readable, and cheap next to the sends.
 PROGRESS_EVERY_S = 1.0
+# After the last send, wait this long for the acknowledgements before reporting the rest unacked.
+FLUSH_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -46,25 +49,21 @@ def replay(
     progress: bool = True,
     stop: threading.Event | None = None,
 ) -> ReplayResult:
-    from kafka import KafkaProducer
-
     stop = stop or threading.Event()
     res = ReplayResult()
-    producer = KafkaProducer(
-        acks="all", enable_idempotence=True, linger_ms=20, batch_size=256 * 1024, **client_options(cfg)
-    )
 
-    def ok(_: object) -> None:
-        res.acked += 1
-
-    def bad(exc: BaseException) -> None:
-        res.failed += 1
-        res.first_error = res.first_error or str(exc)
+    def done(err: str | None) -> None:
+        if err is None:
+            res.acked += 1
+        else:
+            res.failed += 1
+            res.first_error = res.first_error or err
 
     t0 = time.monotonic()
     last_print = t0
     first_ts: float | None = None
-    try:
+    # 20 ms linger, 256 KiB batches: replay is about throughput, not the latency of one event.
+    with make_sink(cfg, linger_ms=20, batch_bytes=256 * 1024) as producer:
         for line in read_jsonl(path):
             key = None
             due = None
@@ -86,7 +85,7 @@ def replay(
                     break
             if stop.is_set():
                 break
-            producer.send(topic, key=key, value=line).add_callback(ok).add_errback(bad)
+            producer.produce(topic, key, line, done)
             res.sent += 1
             now = time.monotonic()
             if progress and now - last_print >= PROGRESS_EVERY_S:
@@ -98,9 +97,10 @@ def replay(
                     file=sys.stderr,
                     flush=True,
                 )
-        producer.flush()
-    finally:
-        producer.close(timeout=10)
+        try:
+            producer.flush(FLUSH_TIMEOUT_S)
+        except DeliveryFailed as exc:
+            res.first_error = res.first_error or str(exc)
     res.seconds = time.monotonic() - t0
     if progress:
         print(

@@ -51,11 +51,16 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         b.script("stop")
 
 
-@pytest.fixture
-def names() -> dict[str, str]:
-    """Unique topic and group names for one test."""
+# Every test that takes `names` runs once per Kafka client backend (kafka.client).
+CLIENTS = ["kafka-python", "confluent"]
+
+
+@pytest.fixture(params=CLIENTS)
+def names(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Unique topic and group names for one test, and the backend under test ("client")."""
     u = uuid.uuid4().hex[:8]
     return {
+        "client": request.param,
         "input": f"events-{u}",
         "alerts": f"alerts-{u}",
         "dlq": f"dlq-{u}",

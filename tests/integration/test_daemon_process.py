@@ -48,6 +48,7 @@ def test_run_process_scores_serves_metrics_and_exits_0_on_sigterm(  # type: igno
         alerts_topic=names["alerts"],
         dead_letter_topic=names["dlq"],
         group_id=names["group"],
+        client=names["client"],
         bootstrap_servers="unused:1",
     )
     path = tmp_path / "detector.yaml"

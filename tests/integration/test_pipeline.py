@@ -101,6 +101,7 @@ def settings_for(base: Settings, broker_bootstrap: str, names: dict[str, str], m
         dead_letter_topic=names["dlq"],
         state_topic=names["state"],
         group_id=names["group"],
+        client=names["client"],
     )
     data["model"]["path"] = model_dir
     data["http"]["port"] = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def test_replay_100k_events_reads_back_complete_and_in_stream_order(broker, name
             broker.bootstrap,
             "--as-fast-as-possible",
         ],
+        env={**os.environ, "DETECTOR__KAFKA__CLIENT": names["client"]},
         capture_output=True,
         text=True,
         timeout=300,

@@ -83,7 +83,7 @@ def test_two_instances_split_partitions_and_state_moves(broker, names, small_set
     b = Detector(s)
     tb = run_in_thread(b, timeout=240)
     wait_for(
-        lambda: b.health.ready and a.health.ready and len(b.table) > 0 and len(a._source.assignment()) < 4,  # type: ignore[union-attr]
+        lambda: b.health.ready and a.health.ready and len(b.table) > 0 and len(a.assigned) < 4,
         90,
         "B to join and restore its partitions",
     )
@@ -123,6 +123,7 @@ def test_sigkill_loses_no_event(broker, names, small_settings, model_dir, test_f
         dead_letter_topic=names["dlq"],
         state_topic=names["state"],
         group_id=names["group"],
+        client=names["client"],
         max_poll_records=200,
         session_timeout_ms=6000,
     )

@@ -34,6 +34,7 @@ def test_every_key_of_the_defaults_is_documented_in_the_yaml() -> None:
         ({"model": {"window": "abc"}}, "model.window"),
         ({"model": {"window": 0}}, "model.window"),
         ({"kafka": {"security_protocol": "TLS"}}, "kafka.security_protocol"),
+        ({"kafka": {"client": "librdkafka"}}, "kafka.client"),
         ({"http": {"port": 70000}}, "http.port"),
         ({"features": {"numeric": [{"name": "label"}]}}, "features"),
     ],
@@ -46,6 +47,17 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, doc: dict[str, ob
     msg = str(err.value)
     assert "\n" not in msg
     assert msg.startswith(f"config error: {key}")
+
+
+def test_confluent_without_the_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "confluent_kafka" else real(n, *a))
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"kafka": {"client": "confluent"}}))
+    with pytest.raises(ConfigError, match=r"^config error: kafka\.client: .*pip install 'detector\[fast\]'"):
+        load_config(p)
 
 
 def test_label_fields_can_never_be_features(tmp_path: Path) -> None:
