@@ -35,7 +35,7 @@ from detector.features import FeatureSpec, ParsedEvent, dumps
 from detector.health import HealthServer, HealthState
 from detector.kafka_client import ensure_topics, partition_count
 from detector.logs import RateLimited
-from detector.metrics import Metrics, observe_many
+from detector.metrics import Metrics, TopStreams, observe_many
 from detector.model import Artifact, load_artifact
 from detector.scoring import BatchScores, StreamingScorer
 from detector.sink import DeliveryFailed
@@ -99,6 +99,7 @@ class Detector:
         self.spec = FeatureSpec.from_config(settings.features)
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics.create(self.registry)
+        self.top_streams = TopStreams(self.metrics.top_streams)
         self.health = HealthState()
         self.http_port: int | None = None
         self.stats = RunStats()
@@ -354,6 +355,7 @@ class Detector:
                     raise self._callback_error
                 self.health.beat()
                 self.metrics.last_loop.set(time.time())
+                self.top_streams.tick(time.monotonic())
                 if records:
                     self._process(records)
                 if self._incremental is not None:
@@ -479,6 +481,8 @@ class Detector:
         m.alerts_suppressed.inc(self.policy.suppressed_total - self._reported["suppressed"])
         self._reported["suppressed"] = self.policy.suppressed_total
         observe_many(m.anomaly_score, scores.score[~scores.warming])
+        ranked = np.where(scores.warming, -np.inf, scores.score)
+        self.top_streams.update(ranked, lambda i: events[i].stream_id)
         observe_many(m.event_lag, np.maximum(now - np.array([e.ts for e in events]), 0.0))
         m.batch_duration.observe(took)
         m.active_streams.set(len(self.table))

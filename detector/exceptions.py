@@ -9,6 +9,22 @@ class ConfigError(DetectorError):
     """The configuration is invalid; the message is one line naming the key."""
 
 
+# Every reason an event can be dead-lettered for: metric labels are created up front from it.
+INVALID_REASONS = (
+    "bad_id",
+    "bad_timestamp",
+    "clock_skew",
+    "empty",
+    "missing_field",
+    "non_finite",
+    "not_an_object",
+    "out_of_range",
+    "oversized",
+    "undecodable",
+    "wrong_type",
+)
+
+
 class InvalidEvent(DetectorError):
     """An event failed decoding or validation; `reason` is a short metric-safe label."""
 

@@ -8,10 +8,13 @@ Base units (_seconds, _total). Nothing is computed at scrape time: the loop sets
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from detector.exceptions import INVALID_REASONS
 
 # Anomaly scores are mean squared errors of standardised features: normal traffic sits around
 # 0.2-1, thresholds land at ~2-10, blatant fraud reaches 100+. Log-spaced buckets cover that.
@@ -20,6 +23,11 @@ SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 20, 50, 100
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Event lag: live traffic is milliseconds behind; replays of old files are days behind.
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400, 864000)
+# The values of AlertPolicy.severity (detector.alerts).
+SEVERITIES = ("warning", "critical")
+# The dashboard's "top anomalous streams" table: a per-stream label is safe only for a few streams.
+TOP_STREAMS = 10
+TOP_STREAMS_PERIOD_S = 15.0
 CHECKPOINT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -44,9 +52,25 @@ class Metrics:
     model_reloads: Counter
     ready: Gauge
     last_loop: Gauge
+    top_streams: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "detector") -> Metrics:
+        m = cls._declare(registry, prefix)
+        # Every known label value starts at 0: a series born at its first increment hides that
+        # increment from rate() and increase(), so the first alerts would not show on a graph.
+        for result in ("scored", "warming", "invalid"):
+            m.events.labels(result=result)
+        for severity in SEVERITIES:
+            m.alerts.labels(severity=severity)
+        for reason in INVALID_REASONS:
+            m.dead_letters.labels(reason=reason)
+        for result in ("ok", "refused"):
+            m.model_reloads.labels(result=result)
+        return m
+
+    @classmethod
+    def _declare(cls, registry: CollectorRegistry, prefix: str) -> Metrics:
         p = prefix
         r = registry
         return cls(
@@ -83,6 +107,12 @@ class Metrics:
             model_reloads=Counter(f"{p}_model_reloads", "Model reload attempts, by result", ["result"], registry=r),
             ready=Gauge(f"{p}_ready", "1 when the model is loaded and partitions are assigned", registry=r),
             last_loop=Gauge(f"{p}_last_loop_timestamp_seconds", "Unix time of the last loop iteration", registry=r),
+            top_streams=Gauge(
+                f"{p}_top_stream_score",
+                f"Highest anomaly score of the {TOP_STREAMS} highest-scoring streams of the last period (only those)",
+                ["stream_id"],
+                registry=r,
+            ),
         )
 
 
@@ -99,3 +129,39 @@ def observe_many(hist: Histogram, values: np.ndarray) -> None:
     for i in np.flatnonzero(counts).tolist():
         hist._buckets[i].inc(float(counts[i]))
     hist._sum.inc(float(np.sum(values)))
+
+
+class TopStreams:
+    """The `k` highest-scoring streams of each period, published on a gauge labelled by stream.
+
+    Cardinality stays bounded: the gauge is cleared and refilled once per period, so it holds at
+    most `k` stream ids at any scrape.
+    """
+
+    def __init__(self, gauge: Gauge, k: int = TOP_STREAMS, period: float = TOP_STREAMS_PERIOD_S) -> None:
+        self.gauge, self.k, self.period = gauge, k, period
+        self._best: dict[str, float] = {}
+        self._since: float | None = None
+
+    def update(self, scores: np.ndarray, stream_of: Callable[[int], str]) -> None:
+        """Take the batch's `scores` (-inf for events to ignore); `stream_of(i)` names event i's stream."""
+        n = len(scores)
+        if n:
+            top = np.argpartition(-scores, min(self.k, n) - 1)[: self.k] if n > self.k else range(n)
+            best = self._best
+            for i in top:
+                sid, v = stream_of(int(i)), float(scores[i])
+                if v > best.get(sid, -np.inf) and v > -np.inf:
+                    best[sid] = v
+            if len(best) > self.k:
+                self._best = dict(sorted(best.items(), key=lambda kv: kv[1], reverse=True)[: self.k])
+
+    def tick(self, now: float) -> None:
+        """Publish the period's top streams once it is over (called every loop iteration)."""
+        if self._since is None:
+            self._since = now
+        if now - self._since >= self.period:
+            self.gauge.clear()
+            for sid, v in self._best.items():
+                self.gauge.labels(stream_id=sid).set(v)
+            self._best, self._since = {}, now

@@ -5,6 +5,7 @@ When it cannot start, every integration test errors (never skips): CI must not p
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -55,15 +56,33 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 CLIENTS = ["kafka-python", "confluent"]
 
 
-@pytest.fixture(params=CLIENTS)
-def names(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Unique topic and group names for one test, and the backend under test ("client")."""
+def _names(client: str) -> dict[str, str]:
     u = uuid.uuid4().hex[:8]
     return {
-        "client": request.param,
+        "client": client,
         "input": f"events-{u}",
         "alerts": f"alerts-{u}",
         "dlq": f"dlq-{u}",
         "state": f"state-{u}",
         "group": f"group-{u}",
     }
+
+
+@pytest.fixture(params=CLIENTS)
+def names(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Unique topic and group names for one test, and the backend under test ("client")."""
+    return _names(request.param)
+
+
+@pytest.fixture
+def default_names() -> dict[str, str]:
+    """As `names`, for tests of what the backend does not change: the default client only."""
+    return _names(CLIENTS[0])
+
+
+def require(tool: str) -> str:
+    """The path of a command the test needs; a missing one fails the test (never skips)."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed: run `make system-deps` (Debian packages)", pytrace=False)
+    return path
