@@ -17,10 +17,10 @@ import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bench import e2e, report, scoring  # noqa: E402
+from bench import e2e, memory, plots, quality, report, scoring  # noqa: E402
 from bench.common import machine  # noqa: E402
 
-SUITES = {"scoring": scoring.run, "e2e": e2e.run}
+SUITES = {"scoring": scoring.run, "memory": memory.run, "quality": quality.run, "e2e": e2e.run}
 
 
 def main() -> int:
@@ -39,6 +39,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{results['date']}{'-smoke' if args.smoke else ''}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
+    plots.write(results, out, "-smoke" if args.smoke else "")
     (out / ("benchmarks-smoke.md" if args.smoke else "benchmarks.md")).write_text(report.markdown(results))
     print(f"wrote {path}")
     return 0

@@ -250,6 +250,17 @@ def _ready(port: int) -> bool:
         return False
 
 
+def _wait_ready(p: subprocess.Popen[bytes], port: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not _ready(port):
+        if p.poll() is not None:
+            out = p.stdout.read().decode(errors="replace") if p.stdout else ""
+            raise RuntimeError(f"detector run exited with {p.returncode} before ready:\n{out[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"detector run not ready within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
 def _latency(
     base: Settings, bootstrap: str, model: Path, lines: list[bytes], rate: float, seconds: float, tmp: Path, client: str
 ) -> dict[str, Any]:
@@ -266,9 +277,7 @@ def _latency(
     d["http"]["port"] = port
     s = Settings(**d)
     daemon = _daemon(s, tmp, [])
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not _ready(port):
-        time.sleep(0.1)
+    _wait_ready(daemon, port)
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
     cons = KafkaConsumer(
@@ -326,6 +335,7 @@ def _latency(
         "p95_ms": float(np.percentile(lat, 95)) if len(lat) else None,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
         "achieved_offer_per_s": offered,
+        "cdf_ms": [float(v) for v in np.percentile(lat, np.arange(101))] if len(lat) else [],
     }
 
 
@@ -365,16 +375,13 @@ def _restart(base: Settings, bootstrap: str, model: Path, tmp: Path, streams: in
     first = _daemon(s, tmp, ["--max-events", str(streams)])
     first.communicate(timeout=600)  # processes every event, checkpoints, exits 0
     old = _daemon(s, tmp, [])
-    deadline = time.monotonic() + 300
-    while not _ready(port) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_ready(old, port)
     t0 = time.monotonic()
     old.send_signal(signal.SIGTERM)
     old.communicate(timeout=60)
     stopped = time.monotonic() - t0
     new = _daemon(s, tmp, [])
-    while not _ready(port) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_ready(new, port)
     ready = time.monotonic() - t0
     new.send_signal(signal.SIGTERM)
     out, _ = new.communicate(timeout=60)

@@ -54,6 +54,49 @@ def markdown(r: dict[str, Any]) -> str:
     e = r.get("e2e")
     if e:
         lines += _e2e(e)
+    if mem := r.get("memory"):
+        lines += [
+            "## Memory per stream (one scorer process, default model size)",
+            "",
+            "| streams seen | max_streams | streams held | RSS growth | bytes per held stream (RSS) "
+            "| bytes per stream (arrays) | evictions |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in mem["cases"]:
+            lines.append(
+                f"| {c['streams_seen']:,} | {c['max_streams']:,} | {c['streams_held']:,} | {c['rss_growth_mb']:.0f} MB "
+                f"| {c['rss_bytes_per_held_stream']:,.0f} | {c['array_bytes_per_stream']:,} | {c['evictions']:,} |"
+            )
+        lines += [
+            "",
+            "RSS per stream includes the stream-id index (a Python dict of str) on top of the state arrays.",
+            "",
+        ]
+    if q := r.get("quality"):
+        lines += [
+            "## Detection quality (`detector evaluate`, held-out simulated data)",
+            "",
+            "| data | events | PR-AUC LSTM / HST | incident recall LSTM / HST | false alerts per 10k LSTM / HST "
+            "| mean delay (events) LSTM / HST |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in q["rows"]:
+            a, b = row["lstm"], row["river_hst"]
+
+            def pair(k: str, a: dict[str, Any] = a, b: dict[str, Any] = b) -> str:
+                f = lambda v: "-" if v is None or v != v else f"{v:.3g}"  # noqa: E731
+                return f"{f(a[k])} / {f(b[k])}"
+
+            lines.append(
+                f"| {row['data']} | {row['events']:,} | {pair('pr_auc')} | {pair('incident_recall')} "
+                f"| {pair('false_alerts_per_10k')} | {pair('mean_delay_events')} |"
+            )
+        lines += [
+            "",
+            "Cards: one model trained on the default scenario, tested on each scenario with another seed. "
+            "HST: River HalfSpaceTrees, default parameters, its threshold an oracle quantile of this file.",
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -259,7 +259,7 @@ class Detector:
         """
         assert self._sink is not None and self._source is not None
         t0 = time.perf_counter()
-        topic, version, t = self.settings.kafka.state_topic, self.artifact.version, self.table
+        topic, t = self.settings.kafka.state_topic, self.table
         try:
             if self._incremental is not None:  # finish it first: its offsets come before ours
                 inc, self._incremental = self._incremental, None
@@ -271,8 +271,8 @@ class Detector:
                     k: max(v, self._pending.get(k, 0)) for k, v in {**inc.offsets, **self._pending}.items()
                 }
             self._sink.flush(FLUSH_TIMEOUT_S)
-            for sid, slot, part in t.take_dirty():
-                self._sink.send(topic, sid.encode(), ckpt.encode(t, slot, version), partition=part)
+            for key, value, part in self._state_records():
+                self._sink.send(topic, key, value, partition=part)
             for sid, part in t.evicted:
                 self._sink.send(topic, sid.encode(), None, partition=part)
             t.evicted.clear()
@@ -289,13 +289,19 @@ class Detector:
         self._last_checkpoint = time.monotonic()
         self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
 
+    def _state_records(self) -> list[tuple[bytes, bytes | None, int]]:
+        """(key, state record, partition) of every stream changed since the last checkpoint."""
+        t, version = self.table, self.artifact.version
+        ids, slots, parts = t.take_dirty()
+        return [
+            (sid.encode(), ckpt.encode(t, s, version), p) for sid, s, p in zip(ids, slots.tolist(), parts, strict=True)
+        ]
+
     def _begin_checkpoint(self) -> None:
         """Start an interval checkpoint without stalling the loop (same order as `checkpoint`)."""
         assert self._sink is not None
-        t, version = self.table, self.artifact.version
-        records: list[tuple[bytes, bytes | None, int]] = [
-            (sid.encode(), ckpt.encode(t, slot, version), part) for sid, slot, part in t.take_dirty()
-        ]
+        t = self.table
+        records = self._state_records()
         records += [(sid.encode(), None, part) for sid, part in t.evicted]
         t.evicted.clear()
         self._incremental = _Incremental(self._pending, self._sink.take_pending(), records, time.monotonic())

@@ -160,11 +160,12 @@ class StreamTable:
         self.evicted = [(sid, p) for sid, p in self.evicted if p not in partitions]
         return len(gone)
 
-    def take_dirty(self) -> list[tuple[str, int, int]]:
-        """(stream id, slot, partition) of every stream changed since the last call; clears the marks."""
+    def take_dirty(self) -> tuple[list[str], np.ndarray, list[int]]:
+        """Stream ids, slots and partitions of every stream changed since the last call; clears the marks."""
         slots = np.flatnonzero(self.dirty)
         self.dirty[slots] = False
-        return [(self.ids[s], int(s), int(self.partition[s])) for s in slots.tolist()]  # type: ignore[misc]
+        ids = self.ids
+        return [ids[s] for s in slots.tolist()], slots, self.partition[slots].tolist()  # type: ignore[misc]
 
     def expire(self, now: float) -> int:
         """Evict streams idle longer than the TTL; returns how many."""

@@ -20,7 +20,17 @@ def test_bench_smoke_writes_json_and_markdown(tmp_path: Path) -> None:
     (result,) = tmp_path.glob("*-smoke.json")
     data = json.loads(result.read_text())
     assert data["scoring"]["headline"]["ratio_vs_windowed_batched"] > 0
-    assert data["e2e"]["detector"]["events"] == data["e2e"]["events"]
-    assert [x["offered_per_s"] for x in data["e2e"]["latency"]] == [1000, 5000]
+    for client in ("kafka-python", "confluent"):
+        c = data["e2e"]["clients"][client]
+        assert c["detector"]["events"] == data["e2e"]["events"]
+        assert [x["offered_per_s"] for x in c["latency"]] == [1000, 5000]
+    assert [x["processes"] for x in data["e2e"]["scale_out"]] == [1, 2]
+    bounded = data["memory"]["cases"][-1]
+    assert bounded["streams_held"] == bounded["max_streams"] < bounded["streams_seen"]
+    assert bounded["evictions"] == bounded["streams_seen"] - bounded["max_streams"]
+    assert {r["data"] for r in data["quality"]["rows"]} == {"cards, easy", "cards, default", "cards, hard", "sensors"}
     md = (tmp_path / "benchmarks-smoke.md").read_text()
-    assert "Scoring core" in md and "End to end" in md
+    for section in ("Scoring core", "End to end", "Memory per stream", "Detection quality"):
+        assert section in md
+    assert (tmp_path / "throughput-vs-batch-smoke.png").stat().st_size > 0
+    assert (tmp_path / "latency-cdf-smoke.png").stat().st_size > 0

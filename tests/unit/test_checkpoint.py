@@ -41,9 +41,10 @@ def test_state_of_another_model_or_shape_is_refused() -> None:
 def test_dirty_tracking_and_partition_drop() -> None:
     t = StreamTable(max_streams=10, units=2, window=2, n_features=1)
     t.slots_for(["a", "b", "c"], now=0.0, partitions=np.array([0, 1, 1], np.int32))
-    assert sorted(sid for sid, _, _ in t.take_dirty()) == ["a", "b", "c"]
-    assert t.take_dirty() == []
+    assert sorted(t.take_dirty()[0]) == ["a", "b", "c"]
+    assert t.take_dirty()[0] == []
     t.slots_for(["b"], now=1.0, partitions=np.array([1], np.int32))
-    assert [(sid, p) for sid, _, p in t.take_dirty()] == [("b", 1)]
+    ids, _, parts = t.take_dirty()
+    assert list(zip(ids, parts, strict=True)) == [("b", 1)]
     assert t.drop_partitions({1}) == 2
     assert list(t.index) == ["a"]
