@@ -376,9 +376,10 @@ class Detector:
             s.kafka.group_id,
             s.kafka.client,
         )
-        with HealthServer(self.registry, self.health, s.http.host, s.http.port) as server:
+        with HealthServer(self.registry, self.health, s.http.host, s.http.port, s.http.auth(), s.http.tls()) as server:
             self.http_port = server.port
-            log.info("metrics and health on http://%s:%d", s.http.host, server.port)
+            scheme = "https" if s.http.tls() else "http"
+            log.info("metrics and health on %s://%s:%d", scheme, s.http.host, server.port)
             failures = 0
             while True:
                 try:
