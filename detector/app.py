@@ -30,7 +30,7 @@ from detector.alerts import AlertPolicy
 from detector.backend import Sink, Source, make_sink, make_source
 from detector.changelog import read_partition
 from detector.config import Settings
-from detector.exceptions import DetectorError, InvalidEvent
+from detector.exceptions import DetectorError, InvalidEvent, KafkaUnavailable
 from detector.features import FeatureSpec, ParsedEvent, dumps
 from detector.health import HealthServer, HealthState
 from detector.kafka_client import ensure_topics, partition_count
@@ -60,6 +60,14 @@ class _Incremental:
     sent: list[Any] = field(default_factory=list)
     cursor: int = 0
 
+
+# Failures that end a session but not the process (after the first assignment): Kafka down or
+# refusing a write or a commit. Config and model errors are not among them.
+TRANSIENT: tuple[type[Exception], ...] = (DeliveryFailed, KafkaUnavailable)
+MAX_BACKOFF_S = 30.0
+# An interval checkpoint still unacknowledged after this long makes /readyz report not ready:
+# Kafka is slow or away (the checkpoint itself gives up after FLUSH_TIMEOUT_S).
+STALL_S = 3.0
 
 # State records sent per loop iteration by an incremental checkpoint: ~15 ms of producer work,
 # so the loop never stalls for the whole snapshot (10k streams ~ 17 MB).
@@ -112,6 +120,8 @@ class Detector:
         self._last_checkpoint = time.monotonic()
         self._callback_error: BaseException | None = None
         self._incremental: _Incremental | None = None
+        self._was_ready = False  # assigned partitions at least once: later Kafka failures are retried
+        self._failing = False
         # One line per 10 s at most for bad events: a flood of them must not flood the logs.
         self._dlq_log = RateLimited(log, every=10.0)
         self._sink: Sink | None = None
@@ -191,6 +201,9 @@ class Detector:
             return
         self.metrics.rebalances.inc()
         self._set_ready(False, "rebalancing")
+        if self._failing:  # the session is closing after a failure: hand over without committing
+            self.assigned = self.assigned - set(partitions)
+            return
         try:
             # kafka-python runs this callback on its IO thread, where a blocking commit is not
             # allowed: the state is flushed here, the offsets committed asynchronously. Correctness
@@ -214,6 +227,7 @@ class Detector:
             self._callback_error = exc
             return
         self.assigned = self.assigned | set(partitions)
+        self._was_ready = self._was_ready or bool(partitions)
         self._set_ready(bool(partitions), "ready" if partitions else "no partitions assigned")
         log.info("partitions assigned: %s (%d streams restored)", sorted(p for _, p in partitions), restored)
 
@@ -313,8 +327,12 @@ class Detector:
         inc = self._incremental
         assert inc is not None and self._sink is not None and self._source is not None
         try:
-            if time.monotonic() - inc.started > FLUSH_TIMEOUT_S:
+            waited = time.monotonic() - inc.started
+            if waited > FLUSH_TIMEOUT_S:
                 raise DeliveryFailed(f"checkpoint not acknowledged within {FLUSH_TIMEOUT_S:.0f}s")
+            if waited > STALL_S and self.health.ready:
+                self._set_ready(False, f"Kafka has not acknowledged the checkpoint for {waited:.0f}s")
+                log.warning("Kafka has not acknowledged the checkpoint for %.0fs: not ready until it does", waited)
             if not self._sink.all_acked(inc.alerts):
                 return
             topic = self.settings.kafka.state_topic
@@ -331,50 +349,58 @@ class Detector:
             self._set_ready(False, "checkpoint failed (interval)")
             raise
         self._incremental = None
+        if not self.health.ready and self.assigned:
+            log.info("checkpoint acknowledged after %.1fs: ready again", time.monotonic() - inc.started)
+            self._set_ready(True, "ready")
         self.stats.committed.update(inc.offsets)
         self.stats.last_commit_at = self._last_checkpoint = time.monotonic()
         self.metrics.checkpoint_duration.observe(time.monotonic() - inc.started)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, max_events: int | None = None, timeout: float | None = None) -> RunStats:
-        """Run until stop(), `max_events` consumed, or `timeout` seconds; returns what was done."""
+        """Run until stop(), `max_events` consumed, or `timeout` seconds; returns what was done.
+
+        A Kafka failure after the first assignment (broker down, a topic unwritable, a commit
+        refused) does not end the process: the session is closed without committing, and a new
+        one resumes from the last checkpoint (committed offsets, saved state) after a backoff of
+        1, 2, 4 ... 30 s. Nothing is lost; events since the checkpoint are scored again. At
+        startup the same failures are fatal, so a wrong address or password fails fast.
+        """
         s = self.settings
         deadline = None if timeout is None else time.monotonic() + timeout
-        interval = s.state.checkpoint_interval_seconds
         log.info(
-            "starting: model %s, threshold %.4f, input %s, group %s",
+            "starting: model %s, threshold %.4f, input %s, group %s, client %s",
             self.artifact.version,
             self.artifact.threshold.value,
             s.kafka.input_topic,
             s.kafka.group_id,
+            s.kafka.client,
         )
-        with contextlib.ExitStack() as stack:
-            server = stack.enter_context(HealthServer(self.registry, self.health, s.http.host, s.http.port))
+        with HealthServer(self.registry, self.health, s.http.host, s.http.port, s.http.auth(), s.http.tls()) as server:
             self.http_port = server.port
-            log.info("metrics and health on http://%s:%d", s.http.host, server.port)
-            self._prepare_topics()
-            self._sink = stack.enter_context(make_sink(s.kafka))
-            self._source = stack.enter_context(make_source(s.kafka, self._on_assign, self._on_revoke))
-            while not self._stop.is_set():
-                records = self._source.poll()
-                if self._callback_error is not None:
-                    raise self._callback_error
-                self.health.beat()
-                self.metrics.last_loop.set(time.time())
-                self.top_streams.tick(time.monotonic())
-                if records:
-                    self._process(records)
-                if self._incremental is not None:
-                    self._advance_checkpoint()
-                elif self._pending and time.monotonic() - self._last_checkpoint >= interval:
-                    self.table.expire(self.clock())
-                    self._begin_checkpoint()
-                self._maybe_reload()
-                if max_events is not None and self.stats.events >= max_events:
+            scheme = "https" if s.http.tls() else "http"
+            log.info("metrics and health on %s://%s:%d", scheme, s.http.host, server.port)
+            failures = 0
+            while True:
+                try:
+                    self._session(max_events, deadline)
                     break
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-            self.checkpoint("shutdown")
+                except TRANSIENT as exc:
+                    if not self._was_ready:
+                        raise
+                    failures += 1
+                    backoff = min(2.0 ** (failures - 1), MAX_BACKOFF_S)
+                    self.metrics.session_restarts.inc()
+                    self._set_ready(False, f"Kafka failure, resuming from the last checkpoint: {exc}")
+                    log.error(
+                        "Kafka failure (%s); nothing committed since the last checkpoint; resuming from it in %.0fs",
+                        exc,
+                        backoff,
+                    )
+                    self._install(self.artifact)  # drop state not yet saved: the changelog has the truth
+                    self._pending, self._incremental, self._callback_error = {}, None, None
+                    if self._stop.wait(backoff) or (deadline is not None and time.monotonic() >= deadline):
+                        break
             log.info(
                 "stopping after %d events (%d alerts), %.0f events/s from the first batch to the last commit",
                 self.stats.events,
@@ -383,6 +409,40 @@ class Detector:
             )
         self._set_ready(False, "stopped")
         return self.stats
+
+    def _session(self, max_events: int | None, deadline: float | None) -> None:
+        """One connection to Kafka: open the sink and the source, loop, checkpoint, close."""
+        s = self.settings
+        interval = s.state.checkpoint_interval_seconds
+        with contextlib.ExitStack() as stack:
+            self._prepare_topics()
+            self._sink = stack.enter_context(make_sink(s.kafka))
+            self._source = stack.enter_context(make_source(s.kafka, self._on_assign, self._on_revoke))
+            self._failing = False
+            try:
+                while not self._stop.is_set():
+                    records = self._source.poll()
+                    if self._callback_error is not None:
+                        raise self._callback_error
+                    self.health.beat()
+                    self.metrics.last_loop.set(time.time())
+                    self.top_streams.tick(time.monotonic())
+                    if records:
+                        self._process(records)
+                    if self._incremental is not None:
+                        self._advance_checkpoint()
+                    elif self._pending and time.monotonic() - self._last_checkpoint >= interval:
+                        self.table.expire(self.clock())
+                        self._begin_checkpoint()
+                    self._maybe_reload()
+                    if max_events is not None and self.stats.events >= max_events:
+                        break
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                self.checkpoint("shutdown")
+            except BaseException:
+                self._failing = True  # closing the consumer must not checkpoint unfinished work
+                raise
 
     def _prepare_topics(self) -> None:
         k = self.settings.kafka

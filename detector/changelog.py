@@ -31,6 +31,15 @@ def read_partition(cfg: KafkaConfig, partition: int) -> Iterator[tuple[str, byte
 
 
 def _read_kafka_python(cfg: KafkaConfig, partition: int) -> Iterator[tuple[str, bytes | None]]:
+    from kafka.errors import KafkaError
+
+    try:
+        yield from _read(cfg, partition)
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"restoring {cfg.state_topic}[{partition}] failed: {exc}") from None
+
+
+def _read(cfg: KafkaConfig, partition: int) -> Iterator[tuple[str, bytes | None]]:
     from kafka import KafkaConsumer, TopicPartition
 
     opts: dict[str, Any] = {**client_options(cfg), "client_id": f"detector-restore-{cfg.group_id}"}

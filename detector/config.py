@@ -147,6 +147,28 @@ class AlertsConfig(_Section):
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
+    # Basic auth on /metrics (both set, or neither); the probes stay open.
+    basic_auth_username: str | None = None
+    basic_auth_password: SecretStr | None = None
+    # HTTPS for the whole port (both set, or neither).
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> HttpConfig:
+        if (self.basic_auth_username is None) != (self.basic_auth_password is None):
+            raise ValueError("basic_auth_username and basic_auth_password go together")
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together")
+        return self
+
+    def auth(self) -> tuple[str, str] | None:
+        if self.basic_auth_username is None or self.basic_auth_password is None:
+            return None
+        return self.basic_auth_username, self.basic_auth_password.get_secret_value()
+
+    def tls(self) -> tuple[str, str] | None:
+        return (str(self.tls_certfile), str(self.tls_keyfile)) if self.tls_certfile and self.tls_keyfile else None
 
 
 class RuntimeConfig(_Section):

@@ -196,10 +196,14 @@ class ConfluentSink:
 
     def _produce(self, topic: str, **kw: Any) -> None:
         deadline = time.monotonic() + QUEUE_FULL_TIMEOUT_S
+        from confluent_kafka import KafkaException
+
         while True:
             try:
                 self._producer.produce(topic, **kw)
                 return
+            except KafkaException as exc:
+                raise DeliveryFailed(f"send to {topic} failed: {exc}") from None
             except BufferError:  # the local queue is full: serve deliveries to make room
                 if time.monotonic() > deadline:
                     raise DeliveryFailed(f"producer queue full for {QUEUE_FULL_TIMEOUT_S:.0f}s") from None

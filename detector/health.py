@@ -8,6 +8,9 @@ Serves nothing else (404). Runs in a daemon thread; the loop only updates `Healt
 
 from __future__ import annotations
 
+import base64
+import hmac
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,19 +37,41 @@ class HealthState:
 
 
 class HealthServer:
-    def __init__(self, registry: CollectorRegistry, state: HealthState, host: str, port: int) -> None:
+    """`basic_auth` (user, password) guards /metrics (probes stay open: orchestrators call them
+    without credentials; they reveal only alive/ready); `tls` (certfile, keyfile) serves HTTPS."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        state: HealthState,
+        host: str,
+        port: int,
+        basic_auth: tuple[str, str] | None = None,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
         self.registry, self.state = registry, state
         self.host, self.requested_port = host, port
         self.port = port
+        self.basic_auth, self.tls = basic_auth, tls
         self._server: ThreadingHTTPServer | None = None
 
     def __enter__(self) -> HealthServer:
         registry, state = self.registry, self.state
+        expected = None
+        if self.basic_auth:
+            expected = "Basic " + base64.b64encode(":".join(self.basic_auth).encode()).decode()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
+                    given = self.headers.get("Authorization", "")
+                    if expected is not None and not hmac.compare_digest(given.encode(), expected.encode()):
+                        self.send_response(401)
+                        self.send_header("WWW-Authenticate", 'Basic realm="detector"')
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     ok = state.alive()
@@ -69,6 +94,11 @@ class HealthServer:
 
         self._server = ThreadingHTTPServer((self.host, self.requested_port), Handler)
         self._server.daemon_threads = True
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(*self.tls)
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True).start()
         return self

@@ -40,20 +40,24 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
 def partition_count(cfg: KafkaConfig, topic: str) -> int:
     """Partitions of an existing topic (0 if it does not exist)."""
     from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
 
-    c = KafkaConsumer(request_timeout_ms=max(REQUEST_TIMEOUT_MS, 30_000), **client_options(cfg))
     try:
-        return len(c.partitions_for_topic(topic) or ())
-    finally:
-        c.close()
+        c = KafkaConsumer(request_timeout_ms=max(REQUEST_TIMEOUT_MS, 30_000), **client_options(cfg))
+        try:
+            return len(c.partitions_for_topic(topic) or ())
+        finally:
+            c.close()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot read the metadata of {topic} at {cfg.bootstrap_servers}: {exc}") from None
 
 
 def ensure_topics(
     cfg: KafkaConfig, topics: Iterable[str], compacted: Iterable[str] = (), partitions: int | None = None
 ) -> list[str]:
     """Create the missing topics (partitions and replication from config); returns those created."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
 
     compact = set(compacted)
     try:
@@ -61,23 +65,34 @@ def ensure_topics(
     except KafkaError as exc:
         raise KafkaUnavailable(f"cannot reach Kafka at {cfg.bootstrap_servers}: {exc}") from None
     try:
-        existing = set(admin.list_topics())
-        wanted = [t for t in dict.fromkeys(topics) if t not in existing]
-        new = [
-            NewTopic(
-                t,
-                cfg.partitions,
-                cfg.replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if t in compact else {},
-            )
-            for t in wanted
-        ]
-        if new:
-            try:
-                admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another instance of the group created it first
-            log.info("created topics %s", wanted)
-        return wanted
+        return _create_missing(admin, cfg, topics, compact, partitions)
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot create topics at {cfg.bootstrap_servers}: {exc}") from None
     finally:
         admin.close()
+
+
+def _create_missing(
+    admin: Any, cfg: KafkaConfig, topics: Iterable[str], compact: set[str], partitions: int | None
+) -> list[str]:
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    existing = set(admin.list_topics())
+    wanted = [t for t in dict.fromkeys(topics) if t not in existing]
+    new = [
+        NewTopic(
+            t,
+            partitions or cfg.partitions,
+            cfg.replication_factor,
+            topic_configs={"cleanup.policy": "compact"} if t in compact else {},
+        )
+        for t in wanted
+    ]
+    if new:
+        try:
+            admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass  # another instance of the group created it first
+        log.info("created topics %s", wanted)
+    return wanted

@@ -53,6 +53,7 @@ class Metrics:
     ready: Gauge
     last_loop: Gauge
     top_streams: Gauge
+    session_restarts: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "detector") -> Metrics:
@@ -107,6 +108,11 @@ class Metrics:
             model_reloads=Counter(f"{p}_model_reloads", "Model reload attempts, by result", ["result"], registry=r),
             ready=Gauge(f"{p}_ready", "1 when the model is loaded and partitions are assigned", registry=r),
             last_loop=Gauge(f"{p}_last_loop_timestamp_seconds", "Unix time of the last loop iteration", registry=r),
+            session_restarts=Counter(
+                f"{p}_session_restarts",
+                "Kafka failures survived by closing the session and resuming from the last checkpoint",
+                registry=r,
+            ),
             top_streams=Gauge(
                 f"{p}_top_stream_score",
                 f"Highest anomaly score of the {TOP_STREAMS} highest-scoring streams of the last period (only those)",

@@ -49,7 +49,12 @@ class KafkaSink:
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> None:
-        fut = self._producer.send(topic, key=key, value=value, headers=headers or [], partition=partition)
+        from kafka.errors import KafkaError
+
+        try:
+            fut = self._producer.send(topic, key=key, value=value, headers=headers or [], partition=partition)
+        except KafkaError as exc:  # e.g. no metadata for the topic within max_block_ms
+            raise DeliveryFailed(f"send to {topic} failed: {exc}") from None
         self._pending.append(fut)
 
     def produce(self, topic: str, key: bytes | None, value: bytes, done: Callable[[str | None], None]) -> None:

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from detector.config import KafkaConfig
+from detector.exceptions import KafkaUnavailable
 from detector.kafka_client import REQUEST_TIMEOUT_MS, client_options
 
 log = logging.getLogger(__name__)
@@ -86,11 +87,16 @@ class KafkaSource:
 
         if not next_offsets:
             return
+        from kafka.errors import KafkaError
+
         offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in next_offsets.items()}
-        if blocking:
-            self._consumer.commit(offsets)
-        else:
-            self._consumer.commit_async(offsets)
+        try:
+            if blocking:
+                self._consumer.commit(offsets)
+            else:
+                self._consumer.commit_async(offsets)
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"offset commit failed: {exc}") from None
 
     def lag(self) -> dict[int, int]:
         """Messages behind the log end per assigned partition, from the last fetch's high water."""

@@ -106,3 +106,47 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "hunter2-secret" not in r.stdout + r.stderr
     assert '"sasl_username": "u"' in r.stdout
+
+
+def _leaf_keys(d: dict[str, object], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        out += _leaf_keys(v, path + ".") if isinstance(v, dict) else [path]
+    return out
+
+
+@pytest.mark.parametrize("key", _leaf_keys(Settings().model_dump(mode="json")))
+def test_every_key_with_a_bad_value_is_one_line_naming_it(tmp_path: Path, key: str) -> None:
+    section, name = key.split(".", 1)
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({section: {name: {"not": "a valid value for any key"}}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"config error: {key}"), msg
+
+
+def test_secrets_never_reach_the_logs_of_a_failing_run(tmp_path: Path, model_dir: Path) -> None:
+    import os
+
+    from tests.helpers import free_port
+
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        f"kafka:\n  bootstrap_servers: 127.0.0.1:{free_port()}\n  security_protocol: SASL_PLAINTEXT\n"
+        "  sasl_mechanism: SCRAM-SHA-512\n  sasl_username: u\n"
+        f"model:\n  path: {model_dir}\n"
+    )
+    env = {**os.environ, "DETECTOR__KAFKA__SASL_PASSWORD": "hunter2-from-env", "DETECTOR__HTTP__PORT": "0"}
+    r = subprocess.run(
+        [sys.executable, "-m", "detector.cli", "run", "--config", str(p)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "effective config" in out and "Kafka" in out  # it could not connect
+    assert "hunter2-from-env" not in out
+    assert '"sasl_password": "**********"' in out
