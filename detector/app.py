@@ -120,6 +120,7 @@ class Detector:
         self._last_checkpoint = time.monotonic()
         self._callback_error: BaseException | None = None
         self._incremental: _Incremental | None = None
+        self._source_tag = ckpt.source_tag(settings.kafka.input_topic)
         self._was_ready = False  # assigned partitions at least once: later Kafka failures are retried
         self._failing = False
         # One line per 10 s at most for bad events: a flood of them must not flood the logs.
@@ -245,14 +246,14 @@ class Detector:
                     self.table.remove(key)
                     continue
                 slot = self.table.slot_for_restore(key, p, now)
-                if ckpt.decode_into(self.table, slot, value, version):
+                if ckpt.decode_into(self.table, slot, value, version, self._source_tag):
                     n += 1
                 else:
-                    self.table.remove(key)  # another model's state: this stream starts cold
+                    self.table.remove(key)  # another model's or input topic's state: this stream starts cold
                     stale += 1
         self.table.evicted.clear()  # evictions during a restore concern streams never written since
         if stale:
-            log.warning("ignored %d changelog records written by another model version", stale)
+            log.warning("ignored %d changelog records written by another model version or input topic", stale)
         log.info("restored %d streams of partitions %s in %.2fs", n, partitions, time.monotonic() - t0)
         return n
 
@@ -308,7 +309,8 @@ class Detector:
         t, version = self.table, self.artifact.version
         ids, slots, parts = t.take_dirty()
         return [
-            (sid.encode(), ckpt.encode(t, s, version), p) for sid, s, p in zip(ids, slots.tolist(), parts, strict=True)
+            (sid.encode(), ckpt.encode(t, s, version, self._source_tag), p)
+            for sid, s, p in zip(ids, slots.tolist(), parts, strict=True)
         ]
 
     def _begin_checkpoint(self) -> None:

@@ -3,31 +3,39 @@
     rec = encode(table, slot, model_version)          # bytes: the value of key=stream_id
     decode_into(table, slot, rec, model_version)       # False when the record is for another model
 
-Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes),
-count i64, last_ts f64, median f32, recent f32, input offset of the last applied event i64, then h, c
-(units f32 each) and the ring (W x F f32, oldest first).
+Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes), source
+u32 (CRC-32 of the input topic), count i64, last_ts f64, median f32, recent f32, input offset of
+the last applied event i64, then h, c (units f32 each) and the ring (W x F f32, oldest first).
 A record written under another model version is ignored on restore (that stream starts cold):
-hidden state is meaningless across weights.
+hidden state is meaningless across weights. So is one written for another input topic: its
+applied offsets refer to that topic's partitions, and would skip events of this one.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 
 from detector.state import StreamTable
 
 MAGIC = b"DS"
-FORMAT = 3  # 2: ring stored in time order; 3: decayed recent-event count
-_HEADER = struct.Struct("<2sB12sqdffq")
+FORMAT = 4  # 2: ring stored in time order; 3: decayed recent-event count; 4: source topic
+_HEADER = struct.Struct("<2sB12sIqdffq")
 
 
-def encode(table: StreamTable, slot: int, model_version: str) -> bytes:
+def source_tag(input_topic: str) -> int:
+    """The `source` of a record: which input topic its offsets belong to."""
+    return zlib.crc32(input_topic.encode())
+
+
+def encode(table: StreamTable, slot: int, model_version: str, source: int = 0) -> bytes:
     head = _HEADER.pack(
         MAGIC,
         FORMAT,
         model_version.encode()[:12].ljust(12),
+        source,
         int(table.count[slot]),
         float(table.last_ts[slot]),
         float(table.median[slot]),
@@ -41,11 +49,11 @@ def record_size(table: StreamTable) -> int:
     return _HEADER.size + 4 * (2 * table.units + table.window * table.n_features)
 
 
-def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str) -> bool:
+def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str, source: int = 0) -> bool:
     if len(value) != record_size(table):
         return False
-    magic, fmt, version, count, last_ts, median, recent, offset = _HEADER.unpack_from(value)
-    if magic != MAGIC or fmt != FORMAT or version.rstrip(b" ").decode() != model_version[:12]:
+    magic, fmt, version, src, count, last_ts, median, recent, offset = _HEADER.unpack_from(value)
+    if magic != MAGIC or fmt != FORMAT or version.rstrip(b" ").decode() != model_version[:12] or src != source:
         return False
     u, o = table.units, _HEADER.size
     floats = np.frombuffer(value, dtype=np.float32, offset=o)

@@ -48,3 +48,13 @@ def test_dirty_tracking_and_partition_drop() -> None:
     assert list(zip(ids, parts, strict=True)) == [("b", 1)]
     assert t.drop_partitions({1}) == 2
     assert list(t.index) == ["a"]
+
+
+def test_state_written_for_another_input_topic_is_refused() -> None:
+    from detector.checkpoint import source_tag
+
+    t, slot = filled_table()
+    rec = encode(t, slot, "abcdef123456", source_tag("events"))
+    u = StreamTable(max_streams=10, units=4, window=3, n_features=2)
+    assert not decode_into(u, 0, rec, "abcdef123456", source_tag("other-events"))
+    assert decode_into(u, 0, rec, "abcdef123456", source_tag("events"))
