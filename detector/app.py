@@ -384,13 +384,15 @@ class Detector:
             log.info("metrics and health on %s://%s:%d", scheme, s.http.host, server.port)
             failures = 0
             while True:
+                started = time.monotonic()
                 try:
                     self._session(max_events, deadline)
                     break
                 except TRANSIENT as exc:
                     if not self._was_ready:
                         raise
-                    failures += 1
+                    # A session that ran a while was a recovery: the next failure starts the backoff over.
+                    failures = 1 if time.monotonic() - started > 2 * MAX_BACKOFF_S else failures + 1
                     backoff = min(2.0 ** (failures - 1), MAX_BACKOFF_S)
                     self.metrics.session_restarts.inc()
                     self._set_ready(False, f"Kafka failure, resuming from the last checkpoint: {exc}")
