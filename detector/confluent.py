@@ -21,7 +21,7 @@ from detector.config import KafkaConfig
 from detector.exceptions import KafkaUnavailable
 from detector.kafka_client import REQUEST_TIMEOUT_MS
 from detector.logs import RateLimited
-from detector.sink import DeliveryFailed
+from detector.sink import DeliveryFailed, all_acked, check_flushed
 from detector.source import Partition, Record
 
 log = logging.getLogger(__name__)
@@ -236,23 +236,13 @@ class ConfluentSink:
         return pending
 
     def all_acked(self, futures: list[Any]) -> bool:
-        self._producer.poll(0)
-        done = True
-        for f in futures:
-            if not f.is_done:
-                done = False
-            elif f.failed():
-                raise DeliveryFailed(f"message not acknowledged: {f.exception}")
-        return done
+        self._producer.poll(0)  # serve the delivery callbacks first
+        return all_acked(futures)
 
     def flush(self, timeout: float) -> int:
         pending, self._pending = self._pending, []
         self._producer.flush(timeout)
-        failed = [f for f in pending if not f.is_done or f.failed()]
-        if failed:
-            why = failed[0].exception if failed[0].is_done else "timed out"
-            raise DeliveryFailed(f"{len(failed)} of {len(pending)} messages not acknowledged: {why}")
-        return len(pending)
+        return check_flushed(pending)
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._producer is not None:

@@ -20,6 +20,27 @@ class DeliveryFailed(DetectorError):
     """A produced message was not acknowledged; offsets for its batch must not be committed."""
 
 
+def all_acked(futures: list[Any]) -> bool:
+    """True when every future (`is_done`, `failed()`, `exception`) is acknowledged; raises
+    DeliveryFailed if one failed. Shared by both clients' sinks."""
+    done = True
+    for f in futures:
+        if not f.is_done:
+            done = False
+        elif f.failed():
+            raise DeliveryFailed(f"message not acknowledged: {f.exception}")
+    return done
+
+
+def check_flushed(pending: list[Any]) -> int:
+    """After a flush: how many were acknowledged, or DeliveryFailed naming the first failure."""
+    failed = [f for f in pending if not f.is_done or f.failed()]
+    if failed:
+        why = failed[0].exception if failed[0].is_done else "timed out"
+        raise DeliveryFailed(f"{len(failed)} of {len(pending)} messages not acknowledged: {why}")
+    return len(pending)
+
+
 class KafkaSink:
     def __init__(self, cfg: KafkaConfig, linger_ms: int = 2, batch_bytes: int = 1 << 20) -> None:
         self.cfg = cfg
@@ -69,14 +90,7 @@ class KafkaSink:
 
     @staticmethod
     def all_acked(futures: list[Any]) -> bool:
-        """True when every future is acknowledged; raises DeliveryFailed if one failed."""
-        done = True
-        for f in futures:
-            if not f.is_done:
-                done = False
-            elif f.failed():
-                raise DeliveryFailed(f"message not acknowledged: {f.exception}")
-        return done
+        return all_acked(futures)
 
     def flush(self, timeout: float) -> int:
         """Wait for every pending send; returns how many were acknowledged."""
@@ -87,11 +101,7 @@ class KafkaSink:
             self._producer.flush(timeout=timeout)
         except KafkaError as exc:
             raise DeliveryFailed(f"flush failed: {exc}") from None
-        failed = [f for f in pending if not f.is_done or f.failed()]
-        if failed:
-            why = failed[0].exception if failed[0].is_done else "timed out"
-            raise DeliveryFailed(f"{len(failed)} of {len(pending)} messages not acknowledged: {why}")
-        return len(pending)
+        return check_flushed(pending)
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._producer is not None:

@@ -69,3 +69,8 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: o for tp, o in c.end_offsets(tps).items()}
     finally:
         c.close()
+
+
+def all_committed(bootstrap: str, group: str, topic: str) -> bool:
+    """The group has committed every partition of `topic` up to its end."""
+    return committed(bootstrap, group, topic) == end_offsets(bootstrap, topic)

@@ -26,7 +26,8 @@ from detector.offline import score_dataset
 from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.conftest import Broker
-from tests.integration.kafka_io import committed, end_offsets, read_all
+from tests.integration.kafka_io import all_committed, committed, read_all
+from tests.integration.test_pipeline import settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 OUTAGE_S = 10.0
@@ -108,18 +109,9 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
 
-def settings(base: Settings, bootstrap: str, names: dict[str, str]) -> Settings:
-    data = base.model_dump()
-    data["kafka"].update(
-        bootstrap_servers=bootstrap,
-        client=names["client"],
-        input_topic=names["input"],
-        alerts_topic=names["alerts"],
-        dead_letter_topic=names["dlq"],
-        state_topic=names["state"],
-        group_id=names["group"],
-        session_timeout_ms=6000,
-    )
+def settings(base: Settings, bootstrap: str, names: dict[str, str], model_dir: Path) -> Settings:
+    data = settings_for(base, bootstrap, names, model_dir).model_dump()
+    data["kafka"]["session_timeout_ms"] = 6000
     data["model"]["warmup_events"] = 0
     data["state"]["checkpoint_interval_seconds"] = 1.0
     return Settings(**data)
@@ -157,7 +149,7 @@ def scored(bootstrap: str, topic: str) -> dict[str, float]:
 def test_broker_restart_mid_stream_loses_nothing(  # type: ignore[no-untyped-def]
     own_broker, names, small_settings, model_dir, test_file, tmp_path: Path
 ) -> None:
-    s = settings(small_settings, own_broker.bootstrap, names)
+    s = settings(small_settings, own_broker.bootstrap, names, model_dir)
     lines = list(read_jsonl(test_file))
     ids = [orjson.loads(x)["event_id"] for x in lines]
     with Daemon(s, model_dir, tmp_path) as d:
@@ -173,10 +165,7 @@ def test_broker_restart_mid_stream_loses_nothing(  # type: ignore[no-untyped-def
         assert own_broker.script("start").returncode == 0
         producer.join(300)
         wait_for(
-            lambda: (
-                committed(own_broker.bootstrap, names["group"], names["input"])
-                == end_offsets(own_broker.bootstrap, names["input"])
-            ),
+            lambda: all_committed(own_broker.bootstrap, names["group"], names["input"]),
             240,
             "every offset committed after the outage",
         )
@@ -226,7 +215,7 @@ def test_unwritable_topic_stops_commits_and_loses_nothing(  # type: ignore[no-un
     topic accepts writes again every event is scored and alerted as in an uninterrupted run."""
     from tests.integration.kafka_io import produce
 
-    s = settings(small_settings, broker.bootstrap, names)
+    s = settings(small_settings, broker.bootstrap, names, model_dir)
     lines = list(read_jsonl(test_file))
     ids = [orjson.loads(x)["event_id"] for x in lines]
     keyed = [(orjson.loads(x)["stream_id"].encode(), x) for x in lines]
@@ -235,10 +224,7 @@ def test_unwritable_topic_stops_commits_and_loses_nothing(  # type: ignore[no-un
         wait_for(lambda: d.states and d.states[-1] == 200, 120, "the daemon ready")
         produce(broker.bootstrap, names["input"], keyed[:third])
         wait_for(
-            lambda: (
-                committed(broker.bootstrap, names["group"], names["input"])
-                == end_offsets(broker.bootstrap, names["input"])
-            ),
+            lambda: all_committed(broker.bootstrap, names["group"], names["input"]),
             60,
             "the first third committed",
         )
@@ -253,10 +239,7 @@ def test_unwritable_topic_stops_commits_and_loses_nothing(  # type: ignore[no-un
         assert metric(d.port, "detector_checkpoint_failures_total") >= 1
         set_max_message_bytes(broker.bootstrap, names[broken], None)
         wait_for(
-            lambda: (
-                committed(broker.bootstrap, names["group"], names["input"])
-                == end_offsets(broker.bootstrap, names["input"])
-            ),
+            lambda: all_committed(broker.bootstrap, names["group"], names["input"]),
             120,
             "every offset committed once the topic accepts writes",
         )

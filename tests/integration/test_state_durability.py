@@ -20,7 +20,7 @@ from detector.config import Settings
 from detector.offline import score_dataset
 from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
-from tests.integration.kafka_io import committed, end_offsets, produce, read_all
+from tests.integration.kafka_io import all_committed, committed, produce, read_all
 from tests.integration.test_pipeline import settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -69,7 +69,7 @@ def test_restart_continues_each_streams_state(broker, names, small_settings, mod
     got = alert_ids(broker.bootstrap, names["alerts"], a.stats.alerts + b.stats.alerts)
     assert len(got) == len(set(got))  # a clean stop re-scores nothing
     assert set(got) == expected
-    assert committed(broker.bootstrap, names["group"], names["input"]) == end_offsets(broker.bootstrap, names["input"])
+    assert all_committed(broker.bootstrap, names["group"], names["input"])
 
 
 def test_two_instances_split_partitions_and_state_moves(broker, names, small_settings, model_dir, test_file) -> None:  # type: ignore[no-untyped-def]
@@ -89,9 +89,7 @@ def test_two_instances_split_partitions_and_state_moves(broker, names, small_set
     )
     produce(broker.bootstrap, names["input"], keyed(lines[half:]))
     wait_for(
-        lambda: (
-            committed(broker.bootstrap, names["group"], names["input"]) == end_offsets(broker.bootstrap, names["input"])
-        ),
+        lambda: all_committed(broker.bootstrap, names["group"], names["input"]),
         120,
         "all offsets committed",
     )
@@ -157,10 +155,7 @@ def test_sigkill_loses_no_event(broker, names, small_settings, model_dir, test_f
     p2 = start("p2")
     try:
         wait_for(
-            lambda: (
-                committed(broker.bootstrap, names["group"], names["input"])
-                == end_offsets(broker.bootstrap, names["input"])
-            ),
+            lambda: all_committed(broker.bootstrap, names["group"], names["input"]),
             180,
             "the restarted daemon to finish",
         )
