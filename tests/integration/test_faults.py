@@ -6,8 +6,6 @@ each case: no crash, no offsets committed past unacknowledged work, nothing lost
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +25,7 @@ from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.conftest import Broker
 from tests.integration.kafka_io import all_committed, committed, read_all
-from tests.integration.test_pipeline import settings_for
+from tests.integration.test_pipeline import alert_everything_model, settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 OUTAGE_S = 10.0
@@ -61,11 +59,7 @@ class Daemon:
 
     def __init__(self, settings: Settings, model_dir: Path, tmp: Path) -> None:
         model = tmp / "model-alert-all"
-        shutil.copytree(model_dir, model)
-        meta = json.loads((model / "metadata.json").read_text())
-        self.threshold = float(meta["threshold"]["value"])
-        meta["threshold"]["value"] = -1.0
-        (model / "metadata.json").write_text(json.dumps(meta))
+        self.threshold = alert_everything_model(model_dir, model)
         cfg = settings.model_dump(mode="json")
         cfg["model"]["path"] = str(model)
         self.port = free_port()

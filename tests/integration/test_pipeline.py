@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import urllib.request
 from pathlib import Path
@@ -106,6 +107,17 @@ def settings_for(base: Settings, broker_bootstrap: str, names: dict[str, str], m
     data["model"]["path"] = model_dir
     data["http"]["port"] = 0
     return Settings(**data)
+
+
+def alert_everything_model(model_dir: Path, dest: Path) -> float:
+    """A copy of the model whose threshold is below every score, so every scored event alerts and
+    the alerts topic is the set of scored events; returns the real threshold."""
+    shutil.copytree(model_dir, dest)
+    meta = json.loads((dest / "metadata.json").read_text())
+    threshold = float(meta["threshold"]["value"])
+    meta["threshold"]["value"] = -1.0
+    (dest / "metadata.json").write_text(json.dumps(meta))
+    return threshold
 
 
 def test_events_to_alerts_and_dead_letters(broker, names, small_settings, model_dir, test_file) -> None:  # type: ignore[no-untyped-def]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +19,7 @@ from detector.offline import score_dataset
 from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.kafka_io import all_committed, committed, produce, read_all
-from tests.integration.test_pipeline import settings_for
+from tests.integration.test_pipeline import alert_everything_model, settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -107,24 +105,11 @@ def test_sigkill_loses_no_event(broker, names, small_settings, model_dir, test_f
     # A copy of the model whose threshold is below every score: every scored event raises an
     # alert, so the alerts topic is the set of scored event ids.
     m = tmp_path / "model"
-    shutil.copytree(model_dir, m)
-    meta = json.loads((m / "metadata.json").read_text())
-    meta["threshold"]["value"] = -1.0
-    (m / "metadata.json").write_text(json.dumps(meta))
-    cfg = small_settings.model_dump(mode="json")
-    cfg["model"].update(path=str(m), warmup_events=0)
+    alert_everything_model(model_dir, m)
+    cfg = settings_for(small_settings, broker.bootstrap, names, m).model_dump(mode="json")
+    cfg["model"]["warmup_events"] = 0
     cfg["state"]["checkpoint_interval_seconds"] = 1.0
-    cfg["kafka"].update(
-        bootstrap_servers=broker.bootstrap,
-        input_topic=names["input"],
-        alerts_topic=names["alerts"],
-        dead_letter_topic=names["dlq"],
-        state_topic=names["state"],
-        group_id=names["group"],
-        client=names["client"],
-        max_poll_records=200,
-        session_timeout_ms=6000,
-    )
+    cfg["kafka"].update(max_poll_records=200, session_timeout_ms=6000)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     lines = list(read_jsonl(test_file))
