@@ -37,6 +37,7 @@ from detector.kafka_client import ensure_topics, partition_count
 from detector.logs import RateLimited
 from detector.metrics import Metrics, TopStreams, observe_many
 from detector.model import Artifact, load_artifact
+from detector.outbox import Outbox
 from detector.scoring import BatchScores, StreamingScorer
 from detector.sink import DeliveryFailed
 from detector.source import Partition, Record
@@ -54,11 +55,12 @@ class _Incremental:
     chunks once the alerts it depends on are acknowledged, and its offsets committed last."""
 
     offsets: dict[Partition, int]
-    alerts: list[Any]
+    upto: int  # the outbox's sequence number of the last alert or dead letter it depends on
     records: list[tuple[bytes, bytes | None, int]]
     started: float
     sent: list[Any] = field(default_factory=list)
     cursor: int = 0
+    sending_since: float | None = None
 
 
 # Failures that end a session but not the process (after the first assignment): Kafka down or
@@ -127,6 +129,8 @@ class Detector:
         self._dlq_log = RateLimited(log, every=10.0)
         self._sink: Sink | None = None
         self._source: Source | None = None
+        self._outbox: Outbox | None = None
+        self._paused = False  # input paused: Kafka rejects alerts or dead letters for now
         self._reload_requested = threading.Event()
         self._model_mtime = self._metadata_mtime()
         self._last_model_check = time.monotonic()
@@ -229,7 +233,8 @@ class Detector:
             return
         self.assigned = self.assigned | set(partitions)
         self._was_ready = self._was_ready or bool(partitions)
-        self._set_ready(bool(partitions), "ready" if partitions else "no partitions assigned")
+        if not self._paused:
+            self._set_ready(bool(partitions), "ready" if partitions else "no partitions assigned")
         log.info("partitions assigned: %s (%d streams restored)", sorted(p for _, p in partitions), restored)
 
     def _set_ready(self, ready: bool, reason: str) -> None:
@@ -272,20 +277,24 @@ class Detector:
         completes re-scores from the previous commit with the previous state; a crash between 2
         and 3 skips the events the saved state already holds (each stream's applied offset).
         """
-        assert self._sink is not None and self._source is not None
+        assert self._sink is not None and self._source is not None and self._outbox is not None
         t0 = time.perf_counter()
-        topic, t = self.settings.kafka.state_topic, self.table
+        topic, t, box = self.settings.kafka.state_topic, self.table, self._outbox
         try:
+            self._sink.flush(FLUSH_TIMEOUT_S)
+            box.pump(time.monotonic())
+            if not box.acked_upto(box.seq):
+                why = box.failure or "timed out"
+                raise DeliveryFailed(f"{len(box)} alerts or dead letters not acknowledged: {why}")
             if self._incremental is not None:  # finish it first: its offsets come before ours
                 inc, self._incremental = self._incremental, None
                 for key, value, part in inc.records[inc.cursor :]:
                     self._sink.send(topic, key, value, partition=part)
                 self._sink.flush(FLUSH_TIMEOUT_S)
-                self._sink.all_acked(inc.alerts + inc.sent)
+                self._sink.all_acked(inc.sent)
                 self._pending = {
                     k: max(v, self._pending.get(k, 0)) for k, v in {**inc.offsets, **self._pending}.items()
                 }
-            self._sink.flush(FLUSH_TIMEOUT_S)
             for key, value, part in self._state_records():
                 self._sink.send(topic, key, value, partition=part)
             for sid, part in t.evicted:
@@ -315,28 +324,32 @@ class Detector:
 
     def _begin_checkpoint(self) -> None:
         """Start an interval checkpoint without stalling the loop (same order as `checkpoint`)."""
-        assert self._sink is not None
+        assert self._outbox is not None
         t = self.table
         records = self._state_records()
         records += [(sid.encode(), None, part) for sid, part in t.evicted]
         t.evicted.clear()
-        self._incremental = _Incremental(self._pending, self._sink.take_pending(), records, time.monotonic())
+        self._incremental = _Incremental(self._pending, self._outbox.seq, records, time.monotonic())
         self._pending = {}
         self._advance_checkpoint()
 
     def _advance_checkpoint(self) -> None:
         """One step: wait for the alerts (non-blocking), send a chunk of state, commit when acked."""
         inc = self._incremental
-        assert inc is not None and self._sink is not None and self._source is not None
+        assert inc is not None and self._sink is not None and self._source is not None and self._outbox is not None
         try:
-            waited = time.monotonic() - inc.started
-            if waited > FLUSH_TIMEOUT_S:
+            now = time.monotonic()
+            waited = now - inc.started
+            if inc.sending_since is not None and now - inc.sending_since > FLUSH_TIMEOUT_S:
                 raise DeliveryFailed(f"checkpoint not acknowledged within {FLUSH_TIMEOUT_S:.0f}s")
             if waited > STALL_S and self.health.ready:
                 self._set_ready(False, f"Kafka has not acknowledged the checkpoint for {waited:.0f}s")
                 log.warning("Kafka has not acknowledged the checkpoint for %.0fs: not ready until it does", waited)
-            if not self._sink.all_acked(inc.alerts):
+            # Alerts that Kafka rejects are re-sent by the outbox (input paused meanwhile): wait for them.
+            if not self._outbox.acked_upto(inc.upto):
                 return
+            if inc.sending_since is None:
+                inc.sending_since = now
             topic = self.settings.kafka.state_topic
             end = min(inc.cursor + CHECKPOINT_CHUNK, len(inc.records))
             for key, value, part in inc.records[inc.cursor : end]:
@@ -351,7 +364,7 @@ class Detector:
             self._set_ready(False, "checkpoint failed (interval)")
             raise
         self._incremental = None
-        if not self.health.ready and self.assigned:
+        if not self.health.ready and self.assigned and not self._paused:
             log.info("checkpoint acknowledged after %.1fs: ready again", time.monotonic() - inc.started)
             self._set_ready(True, "ready")
         self.stats.committed.update(inc.offsets)
@@ -420,14 +433,18 @@ class Detector:
         interval = s.state.checkpoint_interval_seconds
         with contextlib.ExitStack() as stack:
             self._prepare_topics()
-            self._sink = stack.enter_context(make_sink(s.kafka))
+            self._sink = make_sink(s.kafka).__enter__()
+            stack.callback(self._close_sink)  # the sink in use then: re-sends may replace it
+            self._outbox = Outbox(self._sink)
             self._source = stack.enter_context(make_source(s.kafka, self._on_assign, self._on_revoke))
-            self._failing = False
+            self._failing, self._paused = False, False
+            self.metrics.paused.set(0)
             try:
                 while not self._stop.is_set():
                     records = self._source.poll()
                     if self._callback_error is not None:
                         raise self._callback_error
+                    self._backpressure()
                     self.health.beat()
                     self.metrics.last_loop.set(time.time())
                     self.top_streams.tick(time.monotonic())
@@ -448,6 +465,37 @@ class Detector:
                 self._failing = True  # closing the consumer must not checkpoint unfinished work
                 raise
 
+    def _backpressure(self) -> None:
+        """Pause the input while Kafka rejects alerts or dead letters; resume once all are acked."""
+        assert self._outbox is not None and self._source is not None
+        box, now = self._outbox, time.monotonic()
+        if box.pump(now):
+            # A producer that saw a fatal error (an idempotent one after a rejected batch) sends
+            # nothing more: every re-send goes through a fresh one.
+            self._close_sink()
+            self._sink = box.sink = make_sink(self.settings.kafka).__enter__()
+            before = box.retries
+            box.resend(now)
+            self.metrics.output_retries.inc(box.retries - before)
+        if box.blocked:
+            self._source.pause(True)  # every time: partitions assigned meanwhile start paused too
+        if box.blocked == self._paused:
+            return
+        self._paused = box.blocked
+        self.metrics.paused.set(1 if self._paused else 0)
+        if self._paused:
+            self._set_ready(False, f"input paused: {box.failure}")
+            log.error("input paused, nothing committed past the rejected messages, retrying: %s", box.failure)
+            return
+        self._source.pause(False)
+        log.info("every rejected message acknowledged after %d re-sends: input resumed", box.retries)
+        if self.assigned and self._incremental is None:
+            self._set_ready(True, "ready")
+
+    def _close_sink(self) -> None:
+        if self._sink is not None:
+            self._sink.__exit__(None, None, None)
+
     def _prepare_topics(self) -> None:
         k = self.settings.kafka
         if k.create_topics:
@@ -462,7 +510,7 @@ class Detector:
 
     def _process(self, records: list[Record]) -> None:
         """One batch: validate, score, publish alerts; offsets wait for the next checkpoint."""
-        assert self._sink is not None and self._source is not None
+        assert self._outbox is not None and self._source is not None
         t0 = time.perf_counter()
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.monotonic()
@@ -473,7 +521,7 @@ class Detector:
         alerts = self.policy.alerts_for(events, scores, now) if events else []
         alerts_topic = self.settings.kafka.alerts_topic
         for a in alerts:
-            self._sink.send(alerts_topic, a["stream_id"].encode(), dumps(a))
+            self._outbox.send(alerts_topic, a["stream_id"].encode(), dumps(a))
         for r in records:
             key = (r.topic, r.partition)
             self._pending[key] = max(self._pending.get(key, 0), r.offset + 1)
@@ -486,8 +534,8 @@ class Detector:
         restored state by this group (before a rebalance or restart): it is skipped, not re-applied.
         """
         rt = self.settings.runtime
-        spec, sink, dlq = self.spec, self._sink, self.settings.kafka.dead_letter_topic
-        assert sink is not None
+        spec, out, dlq = self.spec, self._outbox, self.settings.kafka.dead_letter_topic
+        assert out is not None
         index, applied = self.table.index, self.table.offset
         events: list[ParsedEvent] = []
         parts: list[int] = []
@@ -509,7 +557,7 @@ class Detector:
                 offs.append(r.offset)
             except InvalidEvent as exc:
                 invalid += 1
-                sink.send(
+                out.send(
                     dlq,
                     r.key,
                     r.value,

@@ -25,7 +25,33 @@ ENV_PREFIX = "DETECTOR__"
 
 
 class _Section(BaseModel):
+    """A config section. Every secret key `x` may instead be given as `x_file`: a path whose
+    contents (trailing newline stripped) are the secret, as Docker and Kubernetes mount them."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            key = f"{name}_file"
+            if field.annotation != SecretStr | None or key not in data:
+                continue
+            data = dict(data)
+            path = data.pop(key)
+            if data.get(name) is not None:
+                raise ValueError(f"{key}: {name} is set too; give one of them")
+            if path is None:
+                continue
+            try:
+                data[name] = Path(path).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise ValueError(f"{key}: {path} is not UTF-8 text") from None
+        return data
 
 
 class KafkaConfig(_Section):
@@ -231,11 +257,18 @@ def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     value = first.get("input")
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    if isinstance(value, dict):
+        # A whole-section check: the message names the key itself ("sasl_password_file: ...").
+        sub, sep, rest = msg.partition(": ")
+        if sep and sub.isidentifier():
+            key, msg = f"{key}.{sub}", rest
+        return f"config error: {key}: {msg}{more}"
     shown = "***" if "password" in key else repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"config error: {key}: {first['msg']} (got {shown}){more}"
+    return f"config error: {key}: {msg} (got {shown}){more}"
 
 
 def load_config(path: str | Path | None = None) -> Settings:

@@ -149,6 +149,12 @@ class ConfluentSource:
     def assignment(self) -> list[Partition]:
         return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
 
+    def pause(self, paused: bool) -> None:
+        """Stop (or restart) fetching every assigned partition; poll() keeps the group membership."""
+        tps = self._consumer.assignment()
+        if tps:
+            (self._consumer.pause if paused else self._consumer.resume)(tps)
+
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._consumer is not None:
             # close() revokes the assignment: the loop already checkpointed (or failed and must
@@ -216,7 +222,8 @@ class ConfluentSink:
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
-    ) -> None:
+        track: bool = True,
+    ) -> _Delivery:
         d = _Delivery()
         kw: dict[str, Any] = {"key": key, "value": value, "on_delivery": d}
         if headers:
@@ -224,7 +231,9 @@ class ConfluentSink:
         if partition is not None:
             kw["partition"] = partition
         self._produce(topic, **kw)
-        self._pending.append(d)
+        if track:
+            self._pending.append(d)
+        return d
 
     def produce(self, topic: str, key: bytes | None, value: bytes, done: Callable[[str | None], None]) -> None:
         """Fire-and-count for bulk sends (replay): `done(None)` on ack, `done(reason)` on failure."""

@@ -54,6 +54,8 @@ class Metrics:
     last_loop: Gauge
     top_streams: Gauge
     session_restarts: Counter
+    paused: Gauge
+    output_retries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "detector") -> Metrics:
@@ -112,6 +114,12 @@ class Metrics:
                 f"{p}_session_restarts",
                 "Kafka failures survived by closing the session and resuming from the last checkpoint",
                 registry=r,
+            ),
+            paused=Gauge(
+                f"{p}_input_paused", "1 while input is paused because Kafka rejects alerts or dead letters", registry=r
+            ),
+            output_retries=Counter(
+                f"{p}_output_retries", "Alerts and dead letters re-sent after Kafka rejected them", registry=r
             ),
             top_streams=Gauge(
                 f"{p}_top_stream_score",

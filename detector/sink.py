@@ -69,14 +69,19 @@ class KafkaSink:
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
-    ) -> None:
+        track: bool = True,
+    ) -> Any:
+        """Send; returns the future. `track=False` leaves it out of flush()'s check (the caller
+        watches it itself, e.g. to retry alerts)."""
         from kafka.errors import KafkaError
 
         try:
             fut = self._producer.send(topic, key=key, value=value, headers=headers or [], partition=partition)
         except KafkaError as exc:  # e.g. no metadata for the topic within max_block_ms
             raise DeliveryFailed(f"send to {topic} failed: {exc}") from None
-        self._pending.append(fut)
+        if track:
+            self._pending.append(fut)
+        return fut
 
     def produce(self, topic: str, key: bytes | None, value: bytes, done: Callable[[str | None], None]) -> None:
         """Fire-and-count for bulk sends (replay): `done(None)` on ack, `done(reason)` on failure."""

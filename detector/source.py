@@ -110,6 +110,12 @@ class KafkaSource:
     def assignment(self) -> list[Partition]:
         return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
 
+    def pause(self, paused: bool) -> None:
+        """Stop (or restart) fetching every assigned partition; poll() keeps the group membership."""
+        tps = list(self._consumer.assignment())
+        if tps:
+            (self._consumer.pause if paused else self._consumer.resume)(*tps)
+
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._consumer is not None:
             self._consumer.close(autocommit=False)

@@ -108,6 +108,41 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
     assert '"sasl_username": "u"' in r.stdout
 
 
+@pytest.mark.parametrize(("section", "key"), [("kafka", "sasl_password"), ("http", "basic_auth_password")])
+def test_secrets_can_come_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, section: str, key: str) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-mounted-file\n")
+    other = "basic_auth_username" if section == "http" else "sasl_username"
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({section: {f"{key}_file": str(secret), other: "u"}}))
+    s = load_config(p)
+    assert getattr(s, section).model_dump()[key].get_secret_value() == "from-a-mounted-file"
+    assert "from-a-mounted-file" not in str(s.masked())
+    # The same through the environment, with no secret in the YAML at all.
+    p.write_text(yaml.safe_dump({section: {other: "u"}}))
+    monkeypatch.setenv(f"DETECTOR__{section.upper()}__{key.upper()}_FILE", str(secret))
+    assert getattr(load_config(p), section).model_dump()[key].get_secret_value() == "from-a-mounted-file"
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"kafka": {"sasl_password_file": "/nonexistent/pw"}}, "kafka.sasl_password_file: cannot read /nonexistent/pw"),
+        (
+            {"kafka": {"sasl_password": "x", "sasl_password_file": "/x"}},
+            "kafka.sasl_password_file: sasl_password is set too",
+        ),
+        ({"kafka": {"sasl_username_file": "/x"}}, "kafka.sasl_username_file: Extra inputs"),
+    ],
+)
+def test_bad_secret_file_is_one_line_naming_the_key(tmp_path: Path, doc: dict[str, object], expected: str) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(err.value).startswith(f"config error: {expected}") and "\n" not in str(err.value), err.value
+
+
 def _leaf_keys(d: dict[str, object], prefix: str = "") -> list[str]:
     out = []
     for k, v in d.items():

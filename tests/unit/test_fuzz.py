@@ -101,7 +101,13 @@ class FakeSink:
         self.sent: list[tuple[str, bytes | None, bytes | None, dict[str, bytes]]] = []
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None, partition: Any = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = None,
+        partition: Any = None,
+        track: bool = True,
     ) -> None:
         self.sent.append((topic, key, value, dict(headers or [])))
 
@@ -109,10 +115,11 @@ class FakeSink:
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(st.lists(events(), min_size=1, max_size=20))
 def test_the_loop_dead_letters_every_bad_event_with_its_reason_and_source(detector: Any, batch: list[bytes]) -> None:
+    from detector.outbox import Outbox
     from detector.source import Record
 
     sink = FakeSink()
-    detector._sink = sink
+    detector._outbox = Outbox(sink)
     records = [Record("events", 3, 1000 + i, b"k", raw, 0) for i, raw in enumerate(batch)]
     good, _parts, offsets, invalid = detector._decode(records, now=1.8e9)
     assert len(good) + invalid == len(records) == len(good) + len(sink.sent)
