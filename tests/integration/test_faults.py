@@ -12,7 +12,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -57,7 +57,16 @@ class Daemon:
     """`detector run` as a process; every event alerts (threshold below every score), so the
     alerts topic is the set of scored events, each with its score."""
 
-    def __init__(self, settings: Settings, model_dir: Path, tmp: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model_dir: Path,
+        tmp: Path,
+        prefix: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`prefix`: a command that execs the daemon's (same pid), e.g. into a sandbox."""
+        self.prefix, self.env = list(prefix), env
         model = tmp / "model-alert-all"
         self.threshold = alert_everything_model(model_dir, model)
         cfg = settings.model_dump(mode="json")
@@ -73,9 +82,10 @@ class Daemon:
     def __enter__(self) -> Daemon:
         self._out = open(self.log, "wb")  # noqa: SIM115 - closed in __exit__
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "detector.cli", "run", "--config", str(self.config)],
+            [*self.prefix, sys.executable, "-m", "detector.cli", "run", "--config", str(self.config)],
             stdout=self._out,
             stderr=subprocess.STDOUT,
+            env=self.env,
         )
         self._watch = threading.Thread(target=self._watch_ready, daemon=True)
         self._watch.start()
