@@ -27,10 +27,38 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # kafka-python logs every reconnect attempt while a broker is away (~5 lines a second).
+    handler.addFilter(ClientLogLimit(prefix="kafka", every=10.0))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python is chatty at INFO
+
+
+class ClientLogLimit(logging.Filter):
+    """At most one line per `every` seconds per (logger, message template) for loggers under
+    `prefix`; the next line that passes says how many were held back."""
+
+    def __init__(self, prefix: str, every: float, clock: object = time.monotonic) -> None:
+        super().__init__()
+        self.prefix, self.every, self.clock = prefix, every, clock
+        self._seen: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.name == self.prefix or record.name.startswith(self.prefix + ".")):
+            return True
+        key = (record.name, record.msg)
+        now = self.clock()  # type: ignore[operator]
+        last, held = self._seen.get(key, (-1e18, 0))
+        if now - last < self.every:
+            self._seen[key] = (last, held + 1)
+            return False
+        if len(self._seen) > 1000:  # templates, not values: bounded in practice; cleared if not
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} similar lines held back in the last {self.every:.0f}s)"
+        return True
 
 
 class RateLimited:

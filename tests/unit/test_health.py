@@ -71,3 +71,28 @@ def test_auth_and_tls_settings_come_in_pairs(tmp_path: Path, http: dict[str, str
     p.write_text(yaml.safe_dump({"http": http}))
     with pytest.raises(ConfigError, match=r"^config error: http: .*go together"):
         load_config(p)
+
+
+def test_client_log_lines_are_rate_limited_per_template() -> None:
+    import logging
+
+    from detector.logs import ClientLogLimit
+
+    now = [0.0]
+    f = ClientLogLimit(prefix="kafka", every=10.0, clock=lambda: now[0])
+
+    def rec(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, (), None)
+
+    passed = []
+    for i in range(50):  # 50 reconnect errors in 10 s (one per 0.2 s), as kafka-python logs them
+        now[0] = i * 0.2
+        r = rec("kafka.conn", "Connect attempt to %s failed")
+        if f.filter(r):
+            passed.append(r.msg)
+    assert passed == ["Connect attempt to %s failed"]
+    assert f.filter(rec("kafka.client", "another problem"))  # another template passes
+    assert f.filter(rec("detector", "Connect attempt to %s failed"))  # our own lines are never held
+    now[0] = 10.0
+    r = rec("kafka.conn", "Connect attempt to %s failed")
+    assert f.filter(r) and "(49 similar lines held back" in r.msg
