@@ -162,3 +162,56 @@ def test_sigkill_loses_no_event(broker, names, small_settings, model_dir, test_f
     for e in dupes:
         part, off = where[e]
         assert off >= committed_at_kill.get(part, 0), (e, part, off, committed_at_kill)
+
+
+def test_two_processes_one_sigkilled_mid_stream_the_other_takes_over(  # type: ignore[no-untyped-def]
+    broker, names, small_settings, model_dir, test_file, tmp_path: Path
+) -> None:
+    """Two `detector run` processes share a 4-partition topic while events flow; one is killed
+    with SIGKILL. The survivor is given the dead one's partitions when its session times out,
+    restores their state from the changelog and scores on: every event id is scored at least
+    once, and the events above the real threshold (so the incidents caught) are exactly those
+    of one uninterrupted run."""
+    from tests.integration.test_faults import Daemon, paced_producer, scored
+    from tests.integration.test_faults import settings as fault_settings
+    from tests.integration.test_pipeline import blatant_stream
+
+    s = fault_settings(small_settings, broker.bootstrap, names, model_dir)
+    # The test scenario plus one incident that any working model catches, so "every incident the
+    # uninterrupted run catches is caught" is never vacuous.
+    extra = [{**e, "incident_id": "inc-blatant"} if e["label"] == 1 else e for e in blatant_stream()]
+    lines = list(read_jsonl(test_file)) + [orjson.dumps(e) for e in extra]
+    data = tmp_path / "events.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    events = [orjson.loads(x) for x in lines]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with Daemon(s, model_dir, tmp_path / "a") as a, Daemon(s, model_dir, tmp_path / "b") as b:
+        wait_for(lambda: a.states[-1:] == [200] and b.states[-1:] == [200], 120, "both ready, partitions split")
+        producer = paced_producer(broker.bootstrap, names["input"], lines, rate=len(lines) / 15)
+        wait_for(
+            lambda: len(read_all(broker.bootstrap, names["alerts"])) > len(lines) // 3,
+            90,
+            "a third of the events scored",
+        )
+        assert b.states[-1] == 200 and a.proc.poll() is None  # both still sharing the topic
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(30)
+        producer.join(120)
+        wait_for(
+            lambda: all_committed(broker.bootstrap, names["group"], names["input"]),
+            180,
+            "the survivor to take over every partition and finish",
+        )
+        assert b.stop() == 0, b.output()[-3000:]
+    takeover = b.output()
+    assert takeover.count("partitions assigned") >= 2, takeover[-3000:]  # its share, then the dead one's
+    got = scored(broker.bootstrap, names["alerts"])
+    missing = {e["event_id"] for e in events} - set(got)
+    assert not missing, f"{len(missing)} events never scored, e.g. {sorted(missing)[:5]}"
+    expected = offline_alerts(s, model_dir, data)
+    caught = {e for e, v in got.items() if v > a.threshold}
+    assert expected and caught == expected
+    incident_of = {e["event_id"]: e["incident_id"] for e in events if e.get("label") == 1}
+    incidents_caught = {incident_of[e] for e in caught if e in incident_of}
+    assert incidents_caught == {incident_of[e] for e in expected if e in incident_of} and incidents_caught
