@@ -30,6 +30,9 @@ _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
     "offset": ((), np.int64, -1),
     "partition": ((), np.int32, 0),
     "dirty": ((), np.bool_, False),
+    # The changelog holds a record of this stream: only then does its eviction need a tombstone
+    # (a flood of one-event ids is evicted before any checkpoint and costs the changelog nothing).
+    "saved": ((), np.bool_, False),
     "last_seen": ((), np.float64, 0.0),  # clock time, for the idle TTL
     "touched": ((), np.int64, -1),  # batch number, for least-recently-seen eviction
 }
@@ -63,6 +66,7 @@ class StreamTable:
     offset: np.ndarray
     partition: np.ndarray
     dirty: np.ndarray
+    saved: np.ndarray
     last_seen: np.ndarray
     touched: np.ndarray
 
@@ -101,7 +105,8 @@ class StreamTable:
             sid = self.ids[slot]
             assert sid is not None
             del self.index[sid]
-            self.evicted.append((sid, int(self.partition[slot])))
+            if self.saved[slot]:
+                self.evicted.append((sid, int(self.partition[slot])))
             self.ids[slot] = None
             self.free.append(slot)
         self._reset(oldest)
@@ -143,6 +148,7 @@ class StreamTable:
         self.touched[slot] = self._batch
         self.last_seen[slot] = now
         self.partition[slot] = partition
+        self.saved[slot] = True
         return slot
 
     def remove(self, stream_id: str) -> None:
@@ -161,9 +167,11 @@ class StreamTable:
         return len(gone)
 
     def take_dirty(self) -> tuple[list[str], np.ndarray, list[int]]:
-        """Stream ids, slots and partitions of every stream changed since the last call; clears the marks."""
+        """Stream ids, slots and partitions of every stream changed since the last call; clears the
+        marks and counts them as saved (the caller writes them to the changelog)."""
         slots = np.flatnonzero(self.dirty)
         self.dirty[slots] = False
+        self.saved[slots] = True
         ids = self.ids
         return [ids[s] for s in slots.tolist()], slots, self.partition[slots].tolist()  # type: ignore[misc]
 
@@ -173,7 +181,8 @@ class StreamTable:
         for slot in idle.tolist():
             sid = self.ids[slot]
             assert sid is not None
-            self.evicted.append((sid, int(self.partition[slot])))
+            if self.saved[slot]:
+                self.evicted.append((sid, int(self.partition[slot])))
             self.remove(sid)
         self.evictions += len(idle)
         return len(idle)

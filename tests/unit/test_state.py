@@ -56,3 +56,21 @@ def test_state_bytes_per_stream_at_default_sizes_is_under_2_kib() -> None:
     t = StreamTable(max_streams=1000, units=32, window=16, n_features=22)
     t.slots_for([f"s{i}" for i in range(1000)], now=0.0)
     assert t.state_bytes() / len(t) <= 2048
+
+
+def test_only_streams_in_the_changelog_get_a_tombstone_when_evicted() -> None:
+    t = StreamTable(max_streams=4, units=2, window=2, n_features=1, idle_ttl_seconds=100.0)
+    t.slots_for(["saved-a", "saved-b"], now=0.0, partitions=np.array([1, 2], dtype=np.int32))
+    ids, _, _ = t.take_dirty()  # a checkpoint writes them to the changelog
+    assert sorted(ids) == ["saved-a", "saved-b"]
+    t.slots_for(["flood-1", "flood-2"], now=1.0)
+    t.slots_for(["flood-3", "flood-4"], now=2.0)  # evicts the two least recently seen: saved-a, saved-b
+    t.slots_for(["flood-5", "flood-6"], now=3.0)  # evicts flood-1, flood-2: never saved
+    assert t.evictions == 4
+    assert sorted(t.evicted) == [("saved-a", 1), ("saved-b", 2)]
+    t.evicted.clear()
+    t.take_dirty()  # flood-3..6 saved now
+    assert t.expire(now=200.0) == 4
+    assert sorted(sid for sid, _ in t.evicted) == ["flood-3", "flood-4", "flood-5", "flood-6"]
+    r = t.slot_for_restore("restored", partition=0, now=300.0)
+    assert t.saved[r]  # it came from the changelog: its eviction must delete it there
