@@ -3,9 +3,10 @@
 * bare kafka-python consumer rate over the pre-filled topic (the client's own ceiling);
 * one Detector process-equivalent (the production loop, in this process) from the first to the
   last commit over the same topic: events/s, CPU seconds per million events, peak RSS;
-* event-to-alert latency at fixed offered rates of live traffic (stamped now) in which every 50th
-  event is made blatantly anomalous (a huge ATM withdrawal in an unknown country): measured for
-  those events from the producer's send to their alert read by a consumer.
+* event-to-alert latency at fixed offered rates of live traffic (the simulated events, their
+  timestamps shifted to end now) in which every 50th event is made blatantly anomalous (a huge
+  ATM withdrawal in an unknown country): measured for those events from the producer's send to
+  their alert read by a consumer; three runs per rate, the median one by p99 reported.
 """
 
 from __future__ import annotations
@@ -301,6 +302,13 @@ def _latency(
     reader.start()
     prod = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0})
     n = int(rate * seconds)
+    # Events keep their simulated spacing, shifted to end now. (Re-stamping every event "now"
+    # made each card buy every 2 s: a velocity anomaly on every event, so the run measured an
+    # alert storm of ~100% of events instead of live traffic.)
+    from detector.features import parse_timestamp
+
+    event_ts = [parse_timestamp(orjson.loads(x)["ts"]) for x in lines[:n]]
+    shift = time.time() - max(event_ts)
     t0 = time.monotonic()
     for i, x in enumerate(lines[:n]):
         due = t0 + i / rate
@@ -309,7 +317,7 @@ def _latency(
             time.sleep(wait)
         ev = orjson.loads(x)
         ev["event_id"] = f"{tag}-{i}"
-        ev["ts"] = time.time()  # live traffic: stamped now
+        ev["ts"] = event_ts[i] + shift
         if i % 50 == 49:
             ev.update(amount=9e6, country="ZZ", channel="atm", merchant_category="jewelry")
             sent[ev["event_id"]] = time.time()
@@ -331,6 +339,7 @@ def _latency(
         "sent": n,
         "anomalies": len(sent),
         "alerts_read": len(lat),
+        "alerts_total": len(got),
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
         "p95_ms": float(np.percentile(lat, 95)) if len(lat) else None,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
@@ -498,11 +507,22 @@ def run(smoke: bool = False) -> dict[str, Any]:
             )
             c["latency"] = []
             for r in (1000, 5000) if smoke else (1000, 5000, 20000):
-                lat = _latency(base, broker.bootstrap, model, lines, r, 2 if smoke else 10, tmp, client)
+                reps = [_latency(base, broker.bootstrap, model, lines, r, 2 if smoke else 10, tmp, client)]
+                reps += (
+                    []
+                    if smoke
+                    else [_latency(base, broker.bootstrap, model, lines, r, 10, tmp, client) for _ in range(2)]
+                )
+                reps.sort(key=lambda x: x["p99_ms"] if x["p99_ms"] is not None else float("inf"))
+                lat = dict(reps[len(reps) // 2])  # the run with the median p99, the spread beside it
+                lat["reps"] = len(reps)
+                lat["p99_ms_min_max"] = [reps[0]["p99_ms"], reps[-1]["p99_ms"]]
+                lat["p50_ms_all"] = [x["p50_ms"] for x in reps]
                 c["latency"].append(lat)
                 print(
                     f"  {client}: latency at {r:>6,} ev/s offered: p50 {lat['p50_ms']}, p95 {lat['p95_ms']}, "
-                    f"p99 {lat['p99_ms']} ms ({lat['alerts_read']}/{lat['anomalies']} anomalies alerted)",
+                    f"p99 {lat['p99_ms']} ms (median of {lat['reps']} runs by p99, range {lat['p99_ms_min_max']}; "
+                    f"{lat['alerts_read']}/{lat['anomalies']} anomalies alerted, {lat['alerts_total']} alerts)",
                     flush=True,
                 )
         fast = "confluent"

@@ -44,8 +44,13 @@ class AlertPolicy:
 
     def alerts_for(self, events: list[ParsedEvent], scores: BatchScores, detected_at: float) -> list[dict[str, Any]]:
         hits = np.flatnonzero((scores.score > self.threshold.value) & ~scores.warming)
+        if len(hits) == 0:
+            return []
         out = []
-        for i in hits:
+        detected = iso(detected_at)
+        threshold = round(self.threshold.value, 6)
+        explained = scores.top_features(hits, self.names, 3)
+        for i, top in zip(hits.tolist(), explained, strict=True):
             ev = events[i]
             held = 0
             if self.cooldown_seconds > 0:
@@ -65,13 +70,13 @@ class AlertPolicy:
                 "event_id": ev.event_id,
                 "stream_id": ev.stream_id,
                 "event_ts": iso(ev.ts),
-                "detected_at": iso(detected_at),
+                "detected_at": detected,
                 "score": round(score, 6),
-                "threshold": round(self.threshold.value, 6),
+                "threshold": threshold,
                 "severity": self.severity(score),
                 "model_version": self.version,
                 "suppressed_since_last": held,
-                "top_features": scores.top_features(int(i), self.names, 3),
+                "top_features": top,
                 "event": {k: ev.record.get(k) for k in self.passthrough if k in ev.record},
             }
             out.append(alert)

@@ -143,7 +143,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from detector.offline import evaluate_file, format_report
 
     settings = _config(args)
-    report = evaluate_file(settings, Path(args.model), Path(args.data), args.baseline)
+    plots = Path(args.plots) if args.plots else None
+    report = evaluate_file(settings, Path(args.model), Path(args.data), args.baseline, plots)
     print(json.dumps(_finite(report), indent=2) if args.json else format_report(report))
     return 0
 
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True)
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--baseline", choices=["river-hst"], default=None, help="score the same events with a baseline too")
+    sp.add_argument("--plots", default=None, metavar="DIR", help="write pr_curve.png and timelines.png here")
     sp.add_argument("--config", default=None)
     sp.set_defaults(func=cmd_evaluate)
 

@@ -68,7 +68,10 @@ def score_file(settings: Settings, model: Path, data: Path, out: str) -> int:
     return write_jsonl(rows, out)
 
 
-def evaluate_file(settings: Settings, model: Path, data: Path, baseline: str | None = None) -> dict[str, Any]:
+def evaluate_file(
+    settings: Settings, model: Path, data: Path, baseline: str | None = None, plots: Path | None = None
+) -> dict[str, Any]:
+    """The report; with `plots`, also a PR curve and score timelines (with the baseline's curve)."""
     art, ds, r = score_dataset(settings, model, data)
     labels = ds.labels()
     if labels is None:
@@ -108,6 +111,15 @@ def evaluate_file(settings: Settings, model: Path, data: Path, baseline: str | N
             "threshold_note": "oracle quantile",
             **evaluate(hst, hst > th, labels, ds.field("incident_id"), streams, ts),
         }
+    if plots is not None:
+        from detector.plots import Events, Run, write_plots
+
+        runs = [Run(f"LSTM (PR-AUC {report['pr_auc']:.3f})", scores, r.alert, art.threshold.value)]
+        if baseline == "river-hst":
+            b = report["baseline"]
+            runs.append(Run(f"River HST (PR-AUC {b['pr_auc']:.3f})", hst, hst > b["threshold"], b["threshold"]))
+        written = write_plots(plots, Events(labels, ds.field("incident_id"), streams, ts), runs)
+        report["plots"] = [str(p) for p in written]
     return report
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,12 +52,17 @@ def test_score_and_evaluate_offline(model_dir, test_file, tmp_path) -> None:  # 
     assert rep["events"] == n_in and rep["alerts"] == sum(x["alert"] for x in lines)
 
 
-def test_evaluate_with_the_river_baseline_side_by_side(model_dir, test_file) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_with_the_river_baseline_side_by_side_and_plots(model_dir, test_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    r = cli("evaluate", "--model", str(model_dir), "--data", str(test_file), "--json", "--baseline", "river-hst")
+    plots = tmp_path / "plots"
+    args = ["--json", "--baseline", "river-hst", "--plots", str(plots)]
+    r = cli("evaluate", "--model", str(model_dir), "--data", str(test_file), *args)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     base = rep["baseline"]
     assert base["name"] == "river-hst" and base["events"] == rep["events"]
     assert 0.0 <= base["pr_auc"] <= 1.0 and 0.0 <= base["roc_auc"] <= 1.0
+    assert sorted(rep["plots"]) == [str(plots / "pr_curve.png"), str(plots / "timelines.png")]
+    for p in rep["plots"]:
+        assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(p).stat().st_size > 10_000

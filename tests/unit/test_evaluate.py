@@ -34,3 +34,20 @@ def test_incident_recall_delay_and_false_alerts() -> None:
     assert m["mean_delay_events"] == 1.0 and m["mean_delay_seconds"] == 10.0
     assert m["false_alerts_per_10k"] == pytest.approx(1e4 / 3)
     assert m["precision"] == 0.5 and m["recall"] == pytest.approx(1 / 3)
+
+
+def test_pr_points_and_timeline_streams() -> None:
+    from detector.plots import Events, pick_streams, pr_points
+
+    scores = np.array([0.9, 0.8, 0.8, 0.1])
+    labels = np.array([1, 0, 1, 0])
+    recall, precision = pr_points(scores, labels)
+    assert recall.tolist() == [0.5, 1.0, 1.0] and precision.tolist() == [1.0, 2 / 3, 0.5]  # the tie counts once
+    ev = Events(
+        labels=np.array([0, 1, 0, 0, 0, 0]),
+        incidents=[None, "inc-1", None, None, None, None],
+        streams=["a", "b", "c", "c", "d", "b"],
+        ts=np.arange(6.0),
+    )
+    alerts = np.array([False, True, True, True, True, False])
+    assert pick_streams(ev, alerts) == ["b", "c"]  # the incident's stream, then the most false alerts
