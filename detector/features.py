@@ -191,15 +191,17 @@ class FeatureSpec:
     def parse(self, raw: bytes, max_bytes: int = 1 << 20) -> ParsedEvent:
         return self.validate(self.decode(raw, max_bytes))
 
-    def base_matrix(self, events: list[ParsedEvent]) -> np.ndarray:
-        """Stateless columns of a batch; per-stream columns are NaN until `derive` fills them."""
+    def base_matrix(self, events: list[ParsedEvent], ts: np.ndarray | None = None) -> np.ndarray:
+        """Stateless columns of a batch; per-stream columns are NaN until `derive` fills them.
+        `ts`: the events' timestamps, when the caller has them already."""
         n = len(events)
         x = np.full((n, self.n_features), np.nan, dtype=np.float32)
         if n == 0:
             return x
         if self.n_numeric:
             x[:, : self.n_numeric] = np.array([e.numeric for e in events], dtype=np.float32)
-        ts = np.array([e.ts for e in events])
+        if ts is None:
+            ts = np.array([e.ts for e in events])
         col = self.time_col
         if self.cfg.hour_of_day:
             a = 2 * np.pi * (ts % 86400.0) / 86400.0

@@ -40,7 +40,7 @@ class Normalizer:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         z = (x - self.mean) / self.std
-        z = np.nan_to_num(z, nan=0.0)  # unknown per-stream features (first event) = expected
+        np.copyto(z, 0.0, where=np.isnan(z))  # unknown per-stream features (first event) = expected
         return np.clip(z, -Z_CLIP, Z_CLIP, out=z).astype(np.float32, copy=False)
 
     def invert(self, z: np.ndarray) -> np.ndarray:
@@ -158,8 +158,8 @@ class StreamingScorer:
 
     def score_batch(self, events: list[ParsedEvent], now: float, partitions: np.ndarray | None = None) -> BatchScores:
         n, nf = len(events), self.n_features
-        x = self.spec.base_matrix(events)
         ts = np.array([e.ts for e in events], dtype=np.float64)
+        x = self.spec.base_matrix(events, ts)
         slots = self.table.slots_for([e.stream_id for e in events], now, partitions)
         score = np.zeros(n, dtype=np.float32)
         warming = np.zeros(n, dtype=bool)

@@ -116,9 +116,8 @@ class StreamTable:
         """Slot of each id (allocating new ones), marking each as seen now and dirty."""
         self._batch += 1
         get = self.index.get
-        found = [get(sid) for sid in stream_ids]
-        out = np.array([-1 if s is None else s for s in found], dtype=np.int64)
-        missing = [i for i, s in enumerate(found) if s is None]
+        out = np.fromiter((get(sid, -1) for sid in stream_ids), dtype=np.int64, count=len(stream_ids))
+        missing = np.flatnonzero(out < 0).tolist()
         if missing:
             self.touched[out[out >= 0]] = self._batch  # protect the batch's known streams from eviction
             new_ids = list(dict.fromkeys(stream_ids[i] for i in missing))
