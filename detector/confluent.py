@@ -138,12 +138,17 @@ class ConfluentSource:
 
     def lag(self) -> dict[int, int]:
         """Messages behind the high watermark of the last fetch, per assigned partition."""
+        from confluent_kafka import KafkaException
+
         c = self._consumer
         out: dict[int, int] = {}
-        for tp in c.position(c.assignment()):
-            hi = c.get_watermark_offsets(tp, cached=True)[1]
-            if hi >= 0 and tp.offset >= 0:
-                out[tp.partition] = max(hi - tp.offset, 0)
+        try:
+            for tp in c.position(c.assignment()):
+                hi = c.get_watermark_offsets(tp, cached=True)[1]
+                if hi >= 0 and tp.offset >= 0:
+                    out[tp.partition] = max(hi - tp.offset, 0)
+        except KafkaException:  # a metric only: never an error
+            return {}
         return out
 
     def assignment(self) -> list[Partition]:

@@ -7,6 +7,7 @@ with KafkaSink(settings.kafka) as sink:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from detector.config import KafkaConfig
 from detector.exceptions import DetectorError
 from detector.kafka_client import client_options
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryFailed(DetectorError):
@@ -110,4 +113,9 @@ class KafkaSink:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._producer is not None:
-            self._producer.close(timeout=5)
+            from kafka.errors import KafkaError
+
+            try:
+                self._producer.close(timeout=5)
+            except KafkaError as exc:  # broker away: what was not acknowledged was not committed either
+                log.warning("producer closed with messages unacknowledged (they were not committed): %s", exc)

@@ -99,12 +99,18 @@ class KafkaSource:
             raise KafkaUnavailable(f"offset commit failed: {exc}") from None
 
     def lag(self) -> dict[int, int]:
-        """Messages behind the log end per assigned partition, from the last fetch's high water."""
+        """Messages behind the log end per assigned partition, from the last fetch's high water.
+        A metric only: empty when the client cannot tell (broker away), never an error."""
+        from kafka.errors import KafkaError
+
         out: dict[int, int] = {}
-        for tp in self._consumer.assignment():
-            hw = self._consumer.highwater(tp)
-            if hw is not None:
-                out[tp.partition] = max(hw - self._consumer.position(tp), 0)
+        try:
+            for tp in self._consumer.assignment():
+                hw = self._consumer.highwater(tp)
+                if hw is not None:
+                    out[tp.partition] = max(hw - self._consumer.position(tp, timeout_ms=100), 0)
+        except KafkaError:
+            return {}
         return out
 
     def assignment(self) -> list[Partition]:
