@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -35,25 +36,30 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python is chatty at INFO
 
 
+_DIGITS = re.compile(r"\d+")
+
+
 class ClientLogLimit(logging.Filter):
-    """At most one line per `every` seconds per (logger, message template) for loggers under
-    `prefix`; the next line that passes says how many were held back."""
+    """At most one line per `every` seconds per (logger, message with its numbers blanked) for
+    loggers under `prefix`; the next line that passes says how many were held back."""
 
     def __init__(self, prefix: str, every: float, clock: object = time.monotonic) -> None:
         super().__init__()
         self.prefix, self.every, self.clock = prefix, every, clock
-        self._seen: dict[tuple[str, object], tuple[float, int]] = {}
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not (record.name == self.prefix or record.name.startswith(self.prefix + ".")):
             return True
-        key = (record.name, record.msg)
+        # The message with its numbers blanked: reconnect lines differ only in ports and backoffs,
+        # while a different error (an authentication failure) is a different key and passes.
+        key = (record.name, _DIGITS.sub("#", record.getMessage())[:300])
         now = self.clock()  # type: ignore[operator]
         last, held = self._seen.get(key, (-1e18, 0))
         if now - last < self.every:
             self._seen[key] = (last, held + 1)
             return False
-        if len(self._seen) > 1000:  # templates, not values: bounded in practice; cleared if not
+        if len(self._seen) > 1000:  # numbers blanked: few distinct keys in practice; cleared if not
             self._seen.clear()
         self._seen[key] = (now, 0)
         if held:

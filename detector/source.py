@@ -74,7 +74,12 @@ class KafkaSource:
         return self
 
     def poll(self) -> list[Record]:
-        batches = self._consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=self.cfg.max_poll_records)
+        from kafka.errors import KafkaError
+
+        try:
+            batches = self._consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=self.cfg.max_poll_records)
+        except KafkaError as exc:  # e.g. the coordinator unreachable: the session retries, the process lives
+            raise KafkaUnavailable(f"poll failed: {exc}") from None
         out: list[Record] = []
         for tp, msgs in batches.items():
             for m in msgs:

@@ -81,18 +81,20 @@ def test_client_log_lines_are_rate_limited_per_template() -> None:
     now = [0.0]
     f = ClientLogLimit(prefix="kafka", every=10.0, clock=lambda: now[0])
 
-    def rec(name: str, msg: str) -> logging.LogRecord:
-        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, (), None)
+    def line(name: str, msg: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
 
     passed = []
-    for i in range(50):  # 50 reconnect errors in 10 s (one per 0.2 s), as kafka-python logs them
+    for i in range(50):  # 50 reconnect errors in 10 s (one per 0.2 s), ports and backoffs differing
         now[0] = i * 0.2
-        r = rec("kafka.conn", "Connect attempt to %s failed")
+        r = line("kafka.conn", "%s: connect to 127.0.0.1:%d failed (backoff %.2f s)", "<conn>", 40000 + i, i / 7)
         if f.filter(r):
-            passed.append(r.msg)
-    assert passed == ["Connect attempt to %s failed"]
-    assert f.filter(rec("kafka.client", "another problem"))  # another template passes
-    assert f.filter(rec("detector", "Connect attempt to %s failed"))  # our own lines are never held
+            passed.append(r.getMessage())
+    assert passed == ["<conn>: connect to 127.0.0.1:40000 failed (backoff 0.00 s)"]
+    # A different error with the same template passes: it is a different message.
+    assert f.filter(line("kafka.conn", "%s: connect to 127.0.0.1:%d failed (backoff %.2f s)", "<auth>", 1, 0.0))
+    assert f.filter(line("kafka.conn", "%s: %s", "<conn>", "SASL authentication failed"))
+    assert f.filter(line("detector", "%s: connect to 127.0.0.1:%d failed (backoff %.2f s)", "<conn>", 1, 0.0))
     now[0] = 10.0
-    r = rec("kafka.conn", "Connect attempt to %s failed")
-    assert f.filter(r) and "(49 similar lines held back" in r.msg
+    r = line("kafka.conn", "%s: connect to 127.0.0.1:%d failed (backoff %.2f s)", "<conn>", 41000, 3.0)
+    assert f.filter(r) and "(49 similar lines held back" in r.getMessage()
