@@ -53,9 +53,13 @@ def _read(cfg: KafkaConfig, partition: int) -> Iterator[tuple[str, bytes | None]
         tp = TopicPartition(cfg.state_topic, partition)
         c.assign([tp])
         c.seek_to_beginning(tp)
-        end = c.end_offsets([tp])[tp]
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
-        while c.position(tp) < end:
+
+        def left_ms() -> int:  # every client call bounded: without a timeout they may wait forever
+            return max(int((deadline - time.monotonic()) * 1000), 1)
+
+        end = c.end_offsets([tp], timeout_ms=left_ms())[tp]
+        while c.position(tp, timeout_ms=left_ms()) < end:
             if time.monotonic() > deadline:
                 where = f"{cfg.state_topic}[{partition}]"
                 raise KafkaUnavailable(f"restoring {where} did not finish in {RESTORE_TIMEOUT_S}s")
