@@ -154,7 +154,12 @@ class Detector:
         s = self.settings
         self.artifact = art
         self.table = StreamTable(
-            s.state.max_streams, art.weights.units, art.window, self.spec.n_features, s.state.idle_ttl_seconds
+            s.state.max_streams,
+            art.weights.units,
+            art.window,
+            self.spec.n_features,
+            s.state.idle_ttl_seconds,
+            self.spec.n_novelty,
         )
         self.scorer = StreamingScorer(
             art.weights,
@@ -165,6 +170,7 @@ class Detector:
             s.model.warmup_events,
             art.prediction_weight,
             explain_above=art.threshold.value,
+            error_weights=art.error_weights,
         )
         self.policy = AlertPolicy(
             art.threshold, art.version, self.spec.names, s.alerts.cooldown_seconds, s.alerts.passthrough_fields

@@ -5,7 +5,8 @@
 
 Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes), source
 u32 (CRC-32 of the input topic), count i64, last_ts f64, median f32, recent f32, input offset of
-the last applied event i64, then h, c (units f32 each) and the ring (W x F f32, oldest first).
+the last applied event i64, then h, c (units f32 each), the ring (W x F f32, oldest first) and
+the novelty sets (u64 per novelty field).
 A record written under another model version is ignored on restore (that stream starts cold):
 hidden state is meaningless across weights. So is one written for another input topic: its
 applied offsets refer to that topic's partitions, and would skip events of this one.
@@ -21,7 +22,7 @@ import numpy as np
 from detector.state import StreamTable
 
 MAGIC = b"DS"
-FORMAT = 4  # 2: ring stored in time order; 3: decayed recent-event count; 4: source topic
+FORMAT = 5  # 2: ring stored in time order; 3: decayed recent-event count; 4: source topic; 5: novelty
 _HEADER = struct.Struct("<2sB12sIqdffq")
 
 
@@ -42,11 +43,19 @@ def encode(table: StreamTable, slot: int, model_version: str, source: int = 0) -
         float(table.recent[slot]),
         int(table.offset[slot]),
     )
-    return head + table.h[slot].tobytes() + table.c[slot].tobytes() + table.ring[slot].tobytes()
+    return b"".join(
+        (
+            head,
+            table.h[slot].tobytes(),
+            table.c[slot].tobytes(),
+            table.ring[slot].tobytes(),
+            table.known[slot].tobytes(),
+        )
+    )
 
 
 def record_size(table: StreamTable) -> int:
-    return _HEADER.size + 4 * (2 * table.units + table.window * table.n_features)
+    return _HEADER.size + 4 * (2 * table.units + table.window * table.n_features) + 8 * table.n_novelty
 
 
 def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str, source: int = 0) -> bool:
@@ -56,10 +65,12 @@ def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str,
     if magic != MAGIC or fmt != FORMAT or version.rstrip(b" ").decode() != model_version[:12] or src != source:
         return False
     u, o = table.units, _HEADER.size
-    floats = np.frombuffer(value, dtype=np.float32, offset=o)
+    n_ring = table.window * table.n_features
+    floats = np.frombuffer(value, dtype=np.float32, offset=o, count=2 * u + n_ring)
     table.h[slot] = floats[:u]
     table.c[slot] = floats[u : 2 * u]
     table.ring[slot] = floats[2 * u :].reshape(table.window, table.n_features)
+    table.known[slot] = np.frombuffer(value, dtype=np.uint64, offset=o + 4 * (2 * u + n_ring))
     table.count[slot] = count
     table.last_ts[slot] = last_ts
     table.median[slot] = median

@@ -119,16 +119,21 @@ class FeaturesConfig(_Section):
     recent_events_window_seconds: float = Field(3600.0, ge=0)
     # The numeric field whose ratio to the stream's running median is a feature (None: off).
     relative_to_median: str | None = "amount"
+    # Per stream: 1 when this field's value is new for the stream, else 0 (a 64-bit set of value
+    # hashes per field and stream: 8 bytes). A card's first foreign country, first unusual shop.
+    novelty: tuple[str, ...] = ()
     label_fields: tuple[str, ...] = ("label", "fraud_type", "incident_id")
 
     @model_validator(mode="after")
     def _labels_are_not_features(self) -> FeaturesConfig:
         names = [f.name for f in self.numeric] + [f.name for f in self.categorical]
-        leaked = sorted(set(names) & set(self.label_fields))
+        leaked = sorted(set(names + list(self.novelty)) & set(self.label_fields))
         if leaked:
             raise ValueError(f"label fields cannot be features: {', '.join(leaked)}")
         if len(set(names)) != len(names):
             raise ValueError("a field is declared twice")
+        if len(set(self.novelty)) != len(self.novelty):
+            raise ValueError("a novelty field is declared twice")
         if self.relative_to_median is not None and self.relative_to_median not in names:
             raise ValueError(f"relative_to_median names '{self.relative_to_median}', not a numeric feature")
         return self
@@ -151,6 +156,11 @@ class ModelConfig(_Section):
     # Share of the score from the next-event prediction head (0: reconstruction only). Chosen by
     # `detector evaluate` on the simulator scenarios; stored in the model metadata.
     prediction_weight: float = Field(0.5, ge=0, le=1)
+    # per_feature: divide each feature's squared error by its mean on normal held-out streams
+    # (at most 10x), so normally predictable features (a card's country) weigh more. Catches more
+    # incidents of the quiet kinds (impossible travel, dormant cards) at more false alerts; see
+    # the README's quality table. none: every normalised feature counts the same.
+    error_weighting: Literal["none", "per_feature"] = "none"
     # 1 alert per 10,000 normal events by default (the target false-alarm rate).
     target_false_alarm_rate: float = Field(1e-4, gt=0, lt=0.5)
     threshold_method: Literal["pot", "quantile"] = "pot"

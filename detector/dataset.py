@@ -62,10 +62,16 @@ def featurize(spec: FeatureSpec, events: list[ParsedEvent]) -> np.ndarray:
     median = np.zeros(len(ids), dtype=np.float32)
     recent = np.zeros(len(ids), dtype=np.float32)
     seen = np.zeros(len(ids), dtype=bool)
+    known = np.zeros((len(ids), spec.n_novelty), dtype=np.uint64)
+    marks = spec.marks(events)
     for rows in _rounds(slots):
         s = slots[rows]
         xr = x[rows]
-        last_ts[s], median[s], recent[s] = spec.derive(xr, ts[rows], last_ts[s], median[s], recent[s], seen[s])
+        last_ts[s], median[s], recent[s], k = spec.derive(
+            xr, ts[rows], last_ts[s], median[s], recent[s], seen[s], marks[rows], known[s]
+        )
+        if k is not None:
+            known[s] = k
         x[rows] = xr
         seen[s] = True
     return x
@@ -88,14 +94,15 @@ def score_events(
     prediction_weight: float,
     threshold: float,
     batch: int = 4096,
+    error_weights: np.ndarray | None = None,
 ) -> Scored:
     """Score events in file order through the streaming scorer, as the daemon would."""
     from detector.scoring import StreamingScorer
     from detector.state import StreamTable
 
     n_streams = len({e.stream_id for e in events})
-    table = StreamTable(max(n_streams, 1), weights.units, window, spec.n_features)
-    scorer = StreamingScorer(weights, norm, spec, table, window, warmup, prediction_weight)
+    table = StreamTable(max(n_streams, 1), weights.units, window, spec.n_features, n_novelty=spec.n_novelty)
+    scorer = StreamingScorer(weights, norm, spec, table, window, warmup, prediction_weight, error_weights=error_weights)
     scores, warm = [], []
     for k in range(0, len(events), batch):
         r = scorer.score_batch(events[k : k + batch], now=0.0)

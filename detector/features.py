@@ -42,6 +42,7 @@ class ParsedEvent:
     numeric: tuple[float, ...]
     buckets: tuple[int, ...]
     record: dict[str, Any]
+    marks: tuple[int, ...] = ()  # per novelty field: the value's bit (0..63) in the stream's set
 
 
 def parse_timestamp(value: Any) -> float:
@@ -74,6 +75,9 @@ class FeatureSpec:
             names.append("recent_events")
         if cfg.relative_to_median:
             names.append(f"{cfg.relative_to_median}_vs_median")
+        self.new_col = len(names)
+        names += [f"{f}_is_new" for f in cfg.novelty]
+        self.n_novelty = len(cfg.novelty)
         if cfg.hour_of_day:
             names += ["hour_sin", "hour_cos"]
         if cfg.day_of_week:
@@ -99,14 +103,17 @@ class FeatureSpec:
         )
         self._num_plan = [(f.name, f.transform == "log1p", f.clip) for f in cfg.numeric]
         self._cat_plan = [(c.name, c.buckets, self._hash_cache[i]) for i, c in enumerate(cfg.categorical)]
+        self._mark_cache: list[dict[str, int]] = [{} for _ in cfg.novelty]
+        self._new_plan = list(zip(cfg.novelty, self._mark_cache, strict=True))
 
     @classmethod
     def from_config(cls, cfg: FeaturesConfig) -> FeatureSpec:
         return cls(cfg)
 
     def one_hot_columns(self) -> np.ndarray:
-        """Boolean mask of the categorical one-hot columns."""
+        """Boolean mask of the 0/1 columns (categorical one-hot blocks, novelty flags): not standardised."""
         mask = np.zeros(self.n_features, dtype=bool)
+        mask[self.new_col : self.new_col + self.n_novelty] = True
         for off, c in zip(self.cat_offsets, self.categorical, strict=True):
             mask[off : off + c.buckets] = True
         return mask
@@ -115,8 +122,8 @@ class FeatureSpec:
         """What a model artifact records to detect a mismatch with the running config."""
         return {"config": self.cfg.model_dump(mode="json"), "names": list(self.names)}
 
-    def _bucket(self, i: int, value: str, buckets: int) -> int:
-        cache = self._hash_cache[i]
+    def _bucket(self, i: int, value: str, buckets: int, caches: list[dict[str, int]] | None = None) -> int:
+        cache = (self._hash_cache if caches is None else caches)[i]
         b = cache.get(value)
         if b is None:
             # crc32, not hash(): Python salts str hashes per process, models must not depend on it.
@@ -186,7 +193,18 @@ class FeatureSpec:
                     raise InvalidEvent("wrong_type", f"{name} must be a string")
                 b = self._bucket(i, v, n)
             buckets.append(b)
-        return ParsedEvent(sid, eid, ts, tuple(nums), tuple(buckets), rec)
+        marks = []
+        for i, (name, cache) in enumerate(self._new_plan):
+            v = rec.get(name)
+            b = cache.get(v) if type(v) is str else None
+            if b is None:
+                if v is None:
+                    raise InvalidEvent("missing_field", name)
+                if not isinstance(v, str):
+                    raise InvalidEvent("wrong_type", f"{name} must be a string")
+                b = self._bucket(i, v, 64, self._mark_cache)
+            marks.append(b)
+        return ParsedEvent(sid, eid, ts, tuple(nums), tuple(buckets), rec, tuple(marks))
 
     def parse(self, raw: bytes, max_bytes: int = 1 << 20) -> ParsedEvent:
         return self.validate(self.decode(raw, max_bytes))
@@ -219,6 +237,10 @@ class FeatureSpec:
                 x[rows, off + b[:, i]] = 1.0
         return x
 
+    def marks(self, events: list[ParsedEvent]) -> np.ndarray:
+        """(n, novelty fields) bit of each event's value in its stream's sets."""
+        return np.array([e.marks for e in events], dtype=np.uint64).reshape(len(events), self.n_novelty)
+
     def derive(
         self,
         x: np.ndarray,
@@ -227,14 +249,17 @@ class FeatureSpec:
         median: np.ndarray,
         recent: np.ndarray,
         seen: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        marks: np.ndarray | None = None,
+        known: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """Fill the per-stream columns of rows that each belong to a distinct stream.
 
-        `last_ts`, `median`, `recent` and `seen` are that stream's state before these events;
-        returns the new (last_ts, median, recent). A stream's first event gets NaN (normalised to
-        the mean, i.e. 0). `recent` is an exponentially decayed count of the stream's events
-        (time constant `recent_events_window_seconds`): a burst of events shows in it long after
-        the single gap between two of them would.
+        `last_ts`, `median`, `recent`, `known` and `seen` are that stream's state before these
+        events; returns the new (last_ts, median, recent, known). A stream's first event gets NaN
+        (normalised to the mean, i.e. 0). `recent` is an exponentially decayed count of the
+        stream's events (time constant `recent_events_window_seconds`): a burst of events shows in
+        it long after the single gap between two of them would. `known` (n, novelty fields)
+        holds each stream's 64-bit set of the values it has had; `marks` the events' bits.
         """
         dt = np.maximum(ts - last_ts, 0.0)
         if self.dt_col >= 0:
@@ -250,7 +275,13 @@ class FeatureSpec:
             x[:, self.med_col] = np.where(seen, v - median, np.nan)
             step = np.clip(v - median, -MEDIAN_MAX_STEP, MEDIAN_MAX_STEP) * MEDIAN_GAIN
             new_median = np.where(seen, median + step, v).astype(np.float32)
-        return ts.copy(), new_median, new_recent
+        new_known = known
+        if self.n_novelty and marks is not None and known is not None:
+            bit = np.left_shift(np.uint64(1), marks)
+            is_new = (known & bit) == 0
+            x[:, self.new_col : self.new_col + self.n_novelty] = np.where(seen[:, None], is_new, np.nan)
+            new_known = np.where(seen[:, None], known, np.uint64(0)) | bit
+        return ts.copy(), new_median, new_recent, new_known
 
 
 def dumps(obj: Any) -> bytes:

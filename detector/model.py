@@ -49,6 +49,11 @@ class Artifact:
         return int(self.metadata["window"])
 
     @property
+    def error_weights(self) -> np.ndarray | None:
+        ew = self.metadata.get("error_weights")
+        return None if ew is None else np.asarray(ew, np.float32)
+
+    @property
     def prediction_weight(self) -> float:
         return float(self.metadata.get("prediction_weight", 0.0))
 
@@ -98,6 +103,12 @@ def version_of(weights: LstmWeights, described: dict[str, Any]) -> str:
     return h.hexdigest()[:12]
 
 
+def _scoring_of(extra: dict[str, Any]) -> dict[str, Any]:
+    """Metadata that changes scores, so the version: error weights when the model has them."""
+    ew = extra.get("error_weights")
+    return {} if ew is None else {"error_weights": ew}
+
+
 def make_metadata(
     model: Any, spec: FeatureSpec, norm: Normalizer, threshold: Threshold, window: int, extra: dict[str, Any]
 ) -> dict[str, Any]:
@@ -108,7 +119,7 @@ def make_metadata(
     described = spec.describe()
     return {
         "format_version": FORMAT_VERSION,
-        "version": version_of(weights, {**described, "window": window}),
+        "version": version_of(weights, {**described, "window": window, **_scoring_of(extra)}),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "detector_version": __version__,
         "tensorflow_version": tf.__version__,

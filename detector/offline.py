@@ -47,6 +47,7 @@ def score_dataset(settings: Settings, model: Path, data: Path) -> tuple[Artifact
         settings.model.warmup_events,
         art.prediction_weight,
         art.threshold.value,
+        error_weights=art.error_weights,
     )
     return art, ds, r
 

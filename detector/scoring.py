@@ -121,6 +121,7 @@ class StreamingScorer:
         warmup_events: int,
         prediction_weight: float = 0.5,
         explain_above: float = -np.inf,
+        error_weights: np.ndarray | None = None,
     ) -> None:
         u = weights.units
         self.alpha = prediction_weight
@@ -146,6 +147,13 @@ class StreamingScorer:
         self._dk_pred, self._db_pred = np.ascontiguousarray(dk[:, wf:]), db[wf:].copy()
         self._u = u
         self._ar = np.arange(window)
+        # Per-feature error weights (2, F): reconstruction, prediction. Each feature's squared error
+        # is divided by its mean on normal validation data, so a feature that is normally
+        # predictable (a card's country) counts more than one that never is (the hour of a shop).
+        ew = np.ones((2, spec.n_features), np.float32) if error_weights is None else np.asarray(error_weights)
+        self._sw_rec = np.tile(np.sqrt(ew[0]).astype(np.float32), window)
+        self._sw_pred = np.sqrt(ew[1]).astype(np.float32)
+        self._weighted = error_weights is not None
 
     def step(self, z: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         u = self._u
@@ -165,8 +173,9 @@ class StreamingScorer:
         warming = np.zeros(n, dtype=bool)
         feat = np.zeros((n, nf), dtype=np.float32)
         expected = np.zeros((n, nf), dtype=np.float32)
+        marks = self.spec.marks(events) if self.spec.n_novelty else None
         for rows in _rounds(slots):
-            self._score_round(rows, slots[rows], x, ts, score, warming, feat, expected)
+            self._score_round(rows, slots[rows], x, ts, marks, score, warming, feat, expected)
         return BatchScores(score, warming, feat, x, self.norm.invert(expected), slots)
 
     def _score_round(
@@ -175,6 +184,7 @@ class StreamingScorer:
         s: np.ndarray,
         x: np.ndarray,
         ts: np.ndarray,
+        marks: np.ndarray | None,
         score: np.ndarray,
         warming: np.ndarray,
         feat: np.ndarray,
@@ -184,15 +194,21 @@ class StreamingScorer:
         n = len(rows)
         count = t.count[s]
         xr = x[rows]
-        t.last_ts[s], t.median[s], t.recent[s] = self.spec.derive(
-            xr, ts[rows], t.last_ts[s], t.median[s], t.recent[s], count > 0
+        known = t.known[s] if self.spec.n_novelty else None
+        mk = marks[rows] if marks is not None else None
+        t.last_ts[s], t.median[s], t.recent[s], known = self.spec.derive(
+            xr, ts[rows], t.last_ts[s], t.median[s], t.recent[s], count > 0, mk, known
         )
+        if known is not None:
+            t.known[s] = known
         x[rows] = xr
         z = self.norm.apply(xr)
         h_prev = t.h[s]
         # Prediction head: what the stream's state before this event expected it to be.
         pred = h_prev @ self._dk_pred + self._db_pred
         pred_d = pred - z
+        if self._weighted:
+            pred_d *= self._sw_pred
         pred_d[count == 0] = 0.0  # a stream's first event has nothing to be predicted from
         h, c = self.step(z, h_prev, t.c[s])
         t.h[s], t.c[s] = h, c
@@ -205,6 +221,8 @@ class StreamingScorer:
         t.count[s] = count
         # Reconstruction head: the last W vectors from the new state, compared where filled.
         rec_d = h @ self._dk_rec + self._db_rec - ring.reshape(n, w * nf)
+        if self._weighted:
+            rec_d *= self._sw_rec
         n_valid = np.minimum(count, w)
         partial = np.flatnonzero(n_valid < w)
         if len(partial):

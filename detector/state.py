@@ -25,6 +25,7 @@ _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
     "last_ts": ((), np.float64, 0.0),
     "median": ((), np.float32, 0.0),
     "recent": ((), np.float32, 0.0),
+    "known": ("novelty", np.uint64, 0),  # per novelty field: the set of value bits seen
     # Input offset of the last event applied to the stream: a replayed event at or below it
     # (after a rebalance or restart) is skipped instead of being applied to the state twice.
     "offset": ((), np.int64, -1),
@@ -40,9 +41,16 @@ _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
 
 class StreamTable:
     def __init__(
-        self, max_streams: int, units: int, window: int, n_features: int, idle_ttl_seconds: float = float("inf")
+        self,
+        max_streams: int,
+        units: int,
+        window: int,
+        n_features: int,
+        idle_ttl_seconds: float = float("inf"),
+        n_novelty: int = 0,
     ) -> None:
         self.max_streams = max_streams
+        self.n_novelty = n_novelty
         self.units, self.window, self.n_features = units, window, n_features
         self.idle_ttl = idle_ttl_seconds
         self.index: dict[str, int] = {}
@@ -63,6 +71,7 @@ class StreamTable:
     last_ts: np.ndarray
     median: np.ndarray
     recent: np.ndarray
+    known: np.ndarray
     offset: np.ndarray
     partition: np.ndarray
     dirty: np.ndarray
@@ -75,6 +84,8 @@ class StreamTable:
             return (self.units,)
         if spec == "ring":
             return (self.window, self.n_features)
+        if spec == "novelty":
+            return (self.n_novelty,)
         return ()
 
     def _alloc(self, capacity: int) -> None:

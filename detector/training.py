@@ -23,8 +23,12 @@ from detector.config import Settings
 from detector.dataset import Dataset, featurize, load_events, score_events
 from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, make_metadata, save_artifact, weights_of
-from detector.scoring import Normalizer
+from detector.scoring import Normalizer, StreamingScorer
+from detector.state import StreamTable
 from detector.threshold import calibrate
+
+# Floor on a feature's mean squared error (normalised units) when weighting errors: at most 10x.
+ERROR_FLOOR = 0.1
 
 
 def _batches(seqs: list[np.ndarray], batch: int, rng: np.random.Generator | None) -> list[list[np.ndarray]]:
@@ -178,7 +182,10 @@ def train_from_file(
             break
     model.set_weights(best_weights)
     events_of = lambda idx: sorted((ds.events[i] for ix in idx for i in ix), key=lambda e: e.ts)  # noqa: E731
-    scores = score_offline(model, norm, spec, settings, events_of(cal_idx))
+    error_weights = None
+    if mc.error_weighting == "per_feature":
+        error_weights = fit_error_weights(model, norm, spec, settings, events_of(val_idx))
+    scores = score_offline(model, norm, spec, settings, events_of(cal_idx), error_weights)
     threshold = calibrate(scores, mc.target_false_alarm_rate, mc.threshold_method, mc.critical_multiplier)
     log(f"threshold {threshold.value:.4f} ({threshold.method}, {threshold.n_calibration} calibration events)")
     meta = make_metadata(
@@ -189,6 +196,7 @@ def train_from_file(
         mc.window,
         {
             "prediction_weight": mc.prediction_weight,
+            "error_weights": None if error_weights is None else error_weights.tolist(),
             "training": {
                 "data_fingerprint": _fingerprint(Path(data)),
                 "events": len(ds.events),
@@ -207,13 +215,49 @@ def train_from_file(
     return meta
 
 
-def score_offline(model: Any, norm: Normalizer, spec: FeatureSpec, settings: Settings, events: list[Any]) -> np.ndarray:
+def score_offline(
+    model: Any,
+    norm: Normalizer,
+    spec: FeatureSpec,
+    settings: Settings,
+    events: list[Any],
+    error_weights: np.ndarray | None,
+) -> np.ndarray:
     """Scores of the non-warming events (time-ordered) through the streaming scorer."""
     mc = settings.model
     r = score_events(
-        events, weights_of(model), norm, spec, mc.window, mc.warmup_events, mc.prediction_weight, threshold=np.inf
+        events,
+        weights_of(model),
+        norm,
+        spec,
+        mc.window,
+        mc.warmup_events,
+        mc.prediction_weight,
+        threshold=np.inf,
+        error_weights=error_weights,
     )
     return r.score[~r.warming]
+
+
+def fit_error_weights(
+    model: Any, norm: Normalizer, spec: FeatureSpec, settings: Settings, events: list[Any]
+) -> np.ndarray:
+    """(2, F): 1 / each feature's mean squared error on normal held-out streams, for the
+    reconstruction head and the prediction head (floored, so a feature that never varied in
+    training cannot get an unbounded weight)."""
+    mc = settings.model
+    out = np.ones((2, spec.n_features), np.float32)
+    for head, alpha in ((0, 0.0), (1, 1.0)):
+        n = max(len({e.stream_id for e in events}), 1)
+        table = StreamTable(n, mc.units, mc.window, spec.n_features, n_novelty=spec.n_novelty)
+        scorer = StreamingScorer(weights_of(model), norm, spec, table, mc.window, mc.warmup_events, alpha)
+        errs = []
+        for k in range(0, len(events), 4096):
+            r = scorer.score_batch(events[k : k + 4096], now=0.0)
+            errs.append(r.feature_error[~r.warming])
+        mean = np.concatenate(errs).mean(axis=0) if errs else np.ones(spec.n_features)
+        out[head] = 1.0 / np.maximum(mean, ERROR_FLOOR)
+    return out
 
 
 def _plot(history: list[tuple[float, float]], path: Path) -> None:

@@ -1,29 +1,33 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from detector.checkpoint import decode_into, encode, record_size
 from detector.state import StreamTable
 
 
-def filled_table() -> tuple[StreamTable, int]:
-    t = StreamTable(max_streams=10, units=4, window=3, n_features=2)
+def filled_table(n_novelty: int = 0) -> tuple[StreamTable, int]:
+    t = StreamTable(max_streams=10, units=4, window=3, n_features=2, n_novelty=n_novelty)
     slot = int(t.slots_for(["card-1"], now=0.0, partitions=np.array([2], np.int32))[0])
     rng = np.random.default_rng(0)
     t.h[slot], t.c[slot] = rng.standard_normal(4), rng.standard_normal(4)
     t.ring[slot] = rng.standard_normal((3, 2))
     t.count[slot], t.last_ts[slot], t.median[slot], t.offset[slot] = 7, 1.7e9, 3.5, 1234
+    t.known[slot] = rng.integers(0, 2**63, n_novelty, dtype=np.uint64)
     return t, slot
 
 
-def test_round_trip_restores_every_field() -> None:
-    t, slot = filled_table()
+@pytest.mark.parametrize("n_novelty", [0, 2])
+def test_round_trip_restores_every_field(n_novelty: int) -> None:
+    t, slot = filled_table(n_novelty)
     rec = encode(t, slot, "abcdef123456")
     assert len(rec) == record_size(t)
-    u = StreamTable(max_streams=10, units=4, window=3, n_features=2)
+    u = StreamTable(max_streams=10, units=4, window=3, n_features=2, n_novelty=n_novelty)
     s2 = u.slot_for_restore("card-1", 2, now=0.0)
     assert decode_into(u, s2, rec, "abcdef123456")
-    for name in ("h", "c", "ring", "count", "last_ts", "median", "offset"):
+    assert not decode_into(StreamTable(10, 4, 3, 2, n_novelty=n_novelty + 1), 0, rec, "abcdef123456")
+    for name in ("h", "c", "ring", "count", "last_ts", "median", "offset", "known"):
         assert np.array_equal(getattr(u, name)[s2], getattr(t, name)[slot]), name
     assert not u.dirty[s2]  # restored state is not re-written at the next checkpoint
 

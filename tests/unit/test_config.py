@@ -60,9 +60,12 @@ def test_confluent_without_the_extra_says_what_to_install(tmp_path: Path, monkey
         load_config(p)
 
 
-def test_label_fields_can_never_be_features(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "features", [{"categorical": [{"name": "fraud_type", "buckets": 4}]}, {"novelty": ["fraud_type"]}]
+)
+def test_label_fields_can_never_be_features(tmp_path: Path, features: dict[str, object]) -> None:
     p = tmp_path / "c.yaml"
-    p.write_text(yaml.safe_dump({"features": {"categorical": [{"name": "fraud_type", "buckets": 4}]}}))
+    p.write_text(yaml.safe_dump({"features": features}))
     with pytest.raises(ConfigError, match="label fields cannot be features: fraud_type"):
         load_config(p)
 

@@ -113,12 +113,12 @@ def test_derived_features_follow_the_stream(spec: FeatureSpec) -> None:
     x = spec.base_matrix([spec.parse(raw()), spec.parse(raw())])
     ts = np.array([100.0, 160.0])
     # First event of a stream: unknown (NaN, normalised to 0 later); second: log1p(60 s).
-    last, med, rec = spec.derive(
+    last, med, rec, _ = spec.derive(
         x[:1], ts[:1], np.zeros(1), np.zeros(1, np.float32), np.zeros(1, np.float32), np.array([False])
     )
     assert np.isnan(x[0, spec.dt_col]) and np.isnan(x[0, spec.med_col])
     xr = x[1:]
-    _, _, rec2 = spec.derive(xr, ts[1:], last, med, rec, np.array([True]))
+    _, _, rec2, _ = spec.derive(xr, ts[1:], last, med, rec, np.array([True]))
     assert xr[0, spec.dt_col] == pytest.approx(math.log1p(60))
     assert xr[0, spec.med_col] == pytest.approx(0.0)  # same amount as the median so far
     # One previous event 60 s ago, decayed over an hour: log(1 + e^(-60/3600)).
@@ -130,3 +130,34 @@ def test_labels_do_not_reach_the_features(spec: FeatureSpec) -> None:
     with_labels = spec.parse(orjson.dumps({**GOOD, "label": 1, "fraud_type": "x", "incident_id": "i"}))
     without = spec.parse(raw())
     assert np.array_equal(spec.base_matrix([with_labels]), spec.base_matrix([without]), equal_nan=True)
+
+
+def test_novelty_flags_a_value_new_to_the_stream() -> None:
+    spec = FeatureSpec(FeaturesConfig(novelty=("country", "merchant_id")))
+    evs = [spec.parse(raw(country=c, merchant_id="m1")) for c in ("US", "US", "FR", "US")]
+    x = spec.base_matrix(evs)
+    marks = spec.marks(evs)
+    last, med, rec = np.zeros(1), np.zeros(1, np.float32), np.zeros(1, np.float32)
+    known = np.zeros((1, 2), np.uint64)
+    flags = []
+    for i in range(4):
+        xr = x[i : i + 1]
+        last, med, rec, known = spec.derive(
+            xr, np.array([100.0 + i]), last, med, rec, np.array([i > 0]), marks[i : i + 1], known
+        )
+        flags.append(xr[0, spec.new_col : spec.new_col + 2].tolist())
+    # First event: unknown (NaN); then US seen, FR new, US seen again; the merchant never changes.
+    assert np.isnan(flags[0]).all()
+    assert flags[1:] == [[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]
+    assert spec.names[spec.new_col : spec.new_col + 2] == ("country_is_new", "merchant_id_is_new")
+    assert spec.one_hot_columns()[spec.new_col : spec.new_col + 2].all()  # 0/1, not standardised
+
+
+def test_novelty_field_missing_or_not_text_is_invalid() -> None:
+    spec = FeatureSpec(FeaturesConfig(novelty=("merchant_id",)))
+    with pytest.raises(InvalidEvent) as e:
+        spec.parse(raw())  # GOOD has no merchant_id
+    assert e.value.reason == "missing_field"
+    with pytest.raises(InvalidEvent) as e:
+        spec.parse(raw(merchant_id=7))
+    assert e.value.reason == "wrong_type"

@@ -37,6 +37,7 @@ def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) ->
     raw = featurize(spec, events)
     z = art.norm.apply(raw)
     w, nf, a = art.window, spec.n_features, art.prediction_weight
+    ew = np.ones((2, nf)) if art.error_weights is None else art.error_weights
     out = np.zeros(len(events))
     streams: dict[str, list[int]] = {}
     for i, e in enumerate(events):
@@ -52,7 +53,7 @@ def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) ->
             rec = y[t, w - len(target) : w]
             rec_err = np.square(rec - target).sum(axis=0) / len(target)
             pred_err = np.square(y[t - 1, w] - z[idx][t]) if t > 0 else np.zeros(nf)
-            out[idx[t]] = ((1 - a) * rec_err + a * pred_err).sum() / nf
+            out[idx[t]] = ((1 - a) * rec_err * ew[0] + a * pred_err * ew[1]).sum() / nf
     return out
 
 
@@ -63,7 +64,18 @@ def reference(art: Artifact, events: list, small_settings: Settings, model_dir: 
 
 
 def stream_scores(art: Artifact, spec: FeatureSpec, events: list, batch: int) -> np.ndarray:
-    r = score_events(events, art.weights, art.norm, spec, art.window, 3, art.prediction_weight, np.inf, batch=batch)
+    r = score_events(
+        events,
+        art.weights,
+        art.norm,
+        spec,
+        art.window,
+        3,
+        art.prediction_weight,
+        np.inf,
+        batch=batch,
+        error_weights=art.error_weights,
+    )
     return r.score
 
 
@@ -74,6 +86,41 @@ def test_streaming_equals_keras_offline(
     got = stream_scores(art, FeatureSpec(small_settings.features), events, batch)
     scale = max(float(np.median(reference)), 1e-6)
     assert np.max(np.abs(got - reference)) / scale <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def novelty_settings(small_settings: Settings) -> Settings:
+    """Per-stream novelty features and per-feature error weights on: their equivalence too."""
+    data = small_settings.model_dump()
+    data["features"]["novelty"] = ["country", "merchant_id"]
+    data["model"]["error_weighting"] = "per_feature"
+    return Settings(**data)
+
+
+@pytest.fixture(scope="module")
+def novelty_art(novelty_settings: Settings, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    from detector.training import train_from_file
+
+    out = tmp_path_factory.mktemp("novelty") / "m"
+    train_from_file(novelty_settings, train_file, out, log=lambda _m: None)
+    art = load_artifact(out, FeatureSpec(novelty_settings.features))
+    art.metadata["_dir"] = str(out)
+    return art
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_novelty_and_error_weights_stream_equals_keras_offline(
+    novelty_art: Artifact, events: list, novelty_settings: Settings, test_file: Path, batch: int
+) -> None:
+    spec = FeatureSpec(novelty_settings.features)
+    ew = novelty_art.error_weights
+    assert ew is not None and ew.shape == (2, spec.n_features)
+    assert ew.min() > 0 and ew.max() > 1.5  # some feature is weighted up, none past the floor
+    assert ew.max() <= 10.0 + 1e-4
+    evs = load_events(test_file, spec).events[: len(events)]
+    ref = keras_scores(novelty_art, spec, evs, 3)
+    got = stream_scores(novelty_art, spec, evs, batch)
+    assert np.max(np.abs(got - ref)) / max(float(np.median(ref)), 1e-6) <= 1e-5
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
