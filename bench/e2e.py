@@ -266,9 +266,10 @@ def _latency(
     base: Settings, bootstrap: str, model: Path, lines: list[bytes], rate: float, seconds: float, tmp: Path, client: str
 ) -> dict[str, Any]:
     """The daemon on `client`; the load is offered by a confluent producer (linger 0), so that
-    20,000 events/s can be offered at all, and alerts read by a kafka-python consumer."""
-    from confluent_kafka import Producer
-    from kafka import KafkaConsumer
+    20,000 events/s can be offered at all, and alerts read by a confluent consumer."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    from detector.features import parse_timestamp
 
     tag = uuid.uuid4().hex[:6]
     topic = f"lat-{tag}"
@@ -281,32 +282,55 @@ def _latency(
     _wait_ready(daemon, port)
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
-    cons = KafkaConsumer(
-        s.kafka.alerts_topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="latest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=5,
+    detected: dict[str, float] = {}
+    # The alerts are read by a librdkafka consumer: it fetches on its own C thread, so the
+    # harness's producing loop (this process) cannot delay a fetch, only the timestamping.
+    cons = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"lat-reader-{tag}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
     )
-    cons.poll(timeout_ms=500)
+    # Assigned, not subscribed: no group join that could still be running when the load starts.
+    parts = cons.list_topics(s.kafka.alerts_topic, timeout=10).topics[s.kafka.alerts_topic].partitions
+    cons.assign([TopicPartition(s.kafka.alerts_topic, p, OFFSET_BEGINNING) for p in parts])
     stop = threading.Event()
 
     def read() -> None:
         while not stop.is_set():
-            for recs in cons.poll(timeout_ms=50).values():
+            m = cons.poll(0.05)  # one message: consume(n, t) would wait t for n of them
+            if m is not None and m.error() is None:
                 now = time.time()
-                for m in recs:
-                    got.setdefault(orjson.loads(m.value)["event_id"], now)
+                a = orjson.loads(m.value() or b"{}")
+                got.setdefault(a["event_id"], now)
+                detected.setdefault(a["event_id"], parse_timestamp(a["detected_at"]))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    seen_in: dict[str, float] = {}
+    # BENCH_METRICS=1 (diagnosis): also time when each marked event becomes readable from the input
+    # topic, by a second consumer, and print the daemon's batch and checkpoint histograms.
+    if os.environ.get("BENCH_METRICS"):
+        icons = Consumer({"bootstrap.servers": bootstrap, "group.id": f"in-{tag}", "fetch.wait.max.ms": 5})
+        iparts = icons.list_topics(topic, timeout=10).topics[topic].partitions
+        icons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in iparts])
+
+        def read_in() -> None:
+            while not stop.is_set():
+                m = icons.poll(0.05)
+                v = m.value() if m is not None and m.error() is None else None
+                if v and b'"ZZ"' in v:  # the marked anomalies carry country ZZ
+                    seen_in.setdefault(orjson.loads(v)["event_id"], time.time())
+
+        threading.Thread(target=read_in, daemon=True).start()
     prod = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0})
     n = int(rate * seconds)
     # Events keep their simulated spacing, shifted to end now. (Re-stamping every event "now"
     # made each card buy every 2 s: a velocity anomaly on every event, so the run measured an
     # alert storm of ~100% of events instead of live traffic.)
-    from detector.features import parse_timestamp
-
     event_ts = [parse_timestamp(orjson.loads(x)["ts"]) for x in lines[:n]]
     shift = time.time() - max(event_ts)
     t0 = time.monotonic()
@@ -330,10 +354,27 @@ def _latency(
         time.sleep(0.1)
     stop.set()
     reader.join(5)
+    if os.environ.get("BENCH_METRICS"):
+        import urllib.request
+
+        ins = np.array([seen_in[k] - sent[k] for k in sent if k in seen_in]) * 1000
+        print("sent->readable p50/p99 ms", np.percentile(ins, [50, 99]) if len(ins) else None, len(ins))
+
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        print(
+            "\n".join(
+                x
+                for x in text.splitlines()
+                if x.startswith(("detector_batch_duration", "detector_checkpoint_duration", "detector_events_total"))
+            )
+        )
     daemon.send_signal(signal.SIGTERM)
     daemon.communicate(timeout=60)
     cons.close()
     lat = np.array([got[k] - sent[k] for k in sent if k in got]) * 1000
+    # Where the time goes: produce to scored (the daemon's detected_at) and scored to read.
+    inside = np.array([detected[k] - sent[k] for k in sent if k in got]) * 1000
+    after = np.array([got[k] - detected[k] for k in sent if k in got]) * 1000
     return {
         "offered_per_s": rate,
         "sent": n,
@@ -343,6 +384,8 @@ def _latency(
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
         "p95_ms": float(np.percentile(lat, 95)) if len(lat) else None,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+        "sent_to_scored_p50_p99_ms": [float(np.percentile(inside, q)) for q in (50, 99)] if len(lat) else None,
+        "scored_to_read_p50_p99_ms": [float(np.percentile(after, q)) for q in (50, 99)] if len(lat) else None,
         "achieved_offer_per_s": offered,
         "cdf_ms": [float(v) for v in np.percentile(lat, np.arange(101))] if len(lat) else [],
     }

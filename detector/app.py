@@ -337,10 +337,8 @@ class Detector:
         """(key, state record, partition) of every stream changed since the last checkpoint."""
         t, version = self.table, self.artifact.version
         ids, slots, parts = t.take_dirty()
-        return [
-            (sid.encode(), ckpt.encode(t, s, version, self._source_tag), p)
-            for sid, s, p in zip(ids, slots.tolist(), parts, strict=True)
-        ]
+        values = ckpt.encode_many(t, slots, version, self._source_tag)
+        return [(sid.encode(), v, p) for sid, v, p in zip(ids, values, parts, strict=True)]
 
     def _begin_checkpoint(self) -> None:
         """Start an interval checkpoint without stalling the loop (same order as `checkpoint`)."""

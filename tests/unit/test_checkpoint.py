@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.checkpoint import decode_into, encode, record_size
+from detector.checkpoint import decode_into, encode, encode_many, record_size
 from detector.state import StreamTable
 
 
@@ -62,3 +62,16 @@ def test_state_written_for_another_input_topic_is_refused() -> None:
     u = StreamTable(max_streams=10, units=4, window=3, n_features=2)
     assert not decode_into(u, 0, rec, "abcdef123456", source_tag("other-events"))
     assert decode_into(u, 0, rec, "abcdef123456", source_tag("events"))
+
+
+@pytest.mark.parametrize("n_novelty", [0, 3])
+def test_vectorised_encoding_is_byte_identical(n_novelty: int) -> None:
+    t = StreamTable(max_streams=10, units=4, window=3, n_features=2, n_novelty=n_novelty)
+    slots = t.slots_for([f"card-{i}" for i in range(5)], now=0.0)
+    rng = np.random.default_rng(1)
+    for name in ("h", "c", "ring", "median", "recent", "last_ts"):
+        getattr(t, name)[slots] = rng.standard_normal(getattr(t, name)[slots].shape)
+    t.count[slots], t.offset[slots] = rng.integers(0, 1000, 5), rng.integers(-1, 1 << 40, 5)
+    t.known[slots] = rng.integers(0, 2**63, (5, n_novelty), dtype=np.uint64)
+    many = encode_many(t, slots[[3, 0, 4]], "abcdef123456", 77)
+    assert many == [encode(t, int(s), "abcdef123456", 77) for s in slots[[3, 0, 4]]]
