@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from detector import __version__
+from detector.config import FeaturesConfig
 from detector.exceptions import ModelError
 from detector.features import FeatureSpec
 from detector.scoring import LstmWeights, Normalizer
@@ -147,7 +148,13 @@ def save_artifact(model: Any, metadata: dict[str, Any], out: Path) -> None:
 def _spec_difference(saved: dict[str, Any], running: dict[str, Any]) -> str | None:
     if saved == running:
         return None
-    a, b = saved.get("config", {}), running.get("config", {})
+    # A key added to the feature config after the model was saved takes its default there: models
+    # saved before `novelty` existed had none, which is what the default (off) means.
+    defaults = FeaturesConfig().model_dump(mode="json")
+    a = {**defaults, **saved.get("config", {})}
+    b = running.get("config", {})
+    if a == b and saved.get("names") == running.get("names"):
+        return None
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if keys:
         k = keys[0]

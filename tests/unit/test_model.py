@@ -68,6 +68,19 @@ def test_mismatched_feature_config_is_refused_with_the_difference(model_dir: Pat
         load_artifact(model_dir, FeatureSpec(other))
 
 
+def test_a_model_saved_before_a_new_feature_key_existed_still_loads(model_dir: Path, tmp_path: Path) -> None:
+    """`features.novelty` came later: a model without it in its metadata has it off (the default),
+    and loads under a config that leaves it off; a config that turns it on is refused."""
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    del meta["features"]["config"]["novelty"]
+    (old / "metadata.json").write_text(json.dumps(meta))
+    assert load_artifact(old, FeatureSpec(FeaturesConfig())).version == meta["version"]
+    with pytest.raises(ModelError, match=r"features\.novelty"):
+        load_artifact(old, FeatureSpec(FeaturesConfig(novelty=("country",))))
+
+
 def test_pickles_in_the_model_folder_are_refused(model_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)
