@@ -28,7 +28,15 @@ def test_bench_smoke_writes_json_and_markdown(tmp_path: Path) -> None:
     bounded = data["memory"]["cases"][-1]
     assert bounded["streams_held"] == bounded["max_streams"] < bounded["streams_seen"]
     assert bounded["evictions"] == bounded["streams_seen"] - bounded["max_streams"]
-    assert {r["data"] for r in data["quality"]["rows"]} == {"cards, easy", "cards, default", "cards, hard", "sensors"}
+    variant = "novelty + per-feature weights"
+    assert {r["data"] for r in data["quality"]["rows"]} == {
+        "cards, easy",
+        "cards, default",
+        "cards, hard",
+        f"cards, default, {variant}",
+        f"cards, hard, {variant}",
+        "sensors",
+    }
     md = (tmp_path / "benchmarks-smoke.md").read_text()
     for section in ("Scoring core", "End to end", "Memory per stream", "Detection quality"):
         assert section in md
