@@ -58,10 +58,12 @@ def encode_many(table: StreamTable, slots: np.ndarray, model_version: str, sourc
     """`encode` of every slot, vectorised: the records are laid out side by side in one byte
     matrix, one column block per field (a 10k-stream checkpoint is one short pause of the loop)."""
     n = len(slots)
+    if n == 0:
+        return []
     head = _HEADER.pack(MAGIC, FORMAT, model_version.encode()[:12].ljust(12), source, 0, 0.0, 0.0, 0.0, 0)
     fields = [getattr(table, name)[slots] for name in ("count", "last_ts", "median", "recent", "offset")]
     fields += [table.h[slots], table.c[slots], table.ring[slots], table.known[slots]]
-    cols = [np.ascontiguousarray(f).view(np.uint8).reshape(n, -1) for f in fields]
+    cols = [np.ascontiguousarray(f).view(np.uint8).reshape(n, f[0].nbytes) for f in fields]
     fixed = 2 + 1 + 12 + 4  # magic, format, version, source: the same in every record
     size = fixed + sum(c.shape[1] for c in cols)
     out = np.empty((n, size), dtype=np.uint8)

@@ -75,3 +75,4 @@ def test_vectorised_encoding_is_byte_identical(n_novelty: int) -> None:
     t.known[slots] = rng.integers(0, 2**63, (5, n_novelty), dtype=np.uint64)
     many = encode_many(t, slots[[3, 0, 4]], "abcdef123456", 77)
     assert many == [encode(t, int(s), "abcdef123456", 77) for s in slots[[3, 0, 4]]]
+    assert encode_many(t, slots[:0], "abcdef123456", 77) == []  # a checkpoint with nothing dirty
