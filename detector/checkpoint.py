@@ -54,25 +54,36 @@ def encode(table: StreamTable, slot: int, model_version: str, source: int = 0) -
     )
 
 
+# Records encoded per vectorised pass: the byte matrix and its copy stay ~4 MB, whatever the
+# number of streams (one pass over 20k streams held ~110 MB at once: more than the records).
+ENCODE_CHUNK = 1024
+
+
 def encode_many(table: StreamTable, slots: np.ndarray, model_version: str, source: int = 0) -> list[bytes]:
-    """`encode` of every slot, vectorised: the records are laid out side by side in one byte
-    matrix, one column block per field (a 10k-stream checkpoint is one short pause of the loop)."""
-    n = len(slots)
-    if n == 0:
-        return []
+    """`encode` of every slot, vectorised: the records of a chunk are laid out side by side in
+    one byte matrix, one column block per field (a 10k-stream checkpoint pauses the loop ~2x
+    less than one `encode` call per stream)."""
     head = _HEADER.pack(MAGIC, FORMAT, model_version.encode()[:12].ljust(12), source, 0, 0.0, 0.0, 0.0, 0)
+    out: list[bytes] = []
+    for k in range(0, len(slots), ENCODE_CHUNK):
+        out += _encode_chunk(table, slots[k : k + ENCODE_CHUNK], head)
+    return out
+
+
+def _encode_chunk(table: StreamTable, slots: np.ndarray, head: bytes) -> list[bytes]:
+    n = len(slots)
     fields = [getattr(table, name)[slots] for name in ("count", "last_ts", "median", "recent", "offset")]
     fields += [table.h[slots], table.c[slots], table.ring[slots], table.known[slots]]
     cols = [np.ascontiguousarray(f).view(np.uint8).reshape(n, f[0].nbytes) for f in fields]
     fixed = 2 + 1 + 12 + 4  # magic, format, version, source: the same in every record
     size = fixed + sum(c.shape[1] for c in cols)
-    out = np.empty((n, size), dtype=np.uint8)
-    out[:, :fixed] = np.frombuffer(head[:fixed], dtype=np.uint8)
+    rec = np.empty((n, size), dtype=np.uint8)
+    rec[:, :fixed] = np.frombuffer(head[:fixed], dtype=np.uint8)
     at = fixed
     for c in cols:
-        out[:, at : at + c.shape[1]] = c
+        rec[:, at : at + c.shape[1]] = c
         at += c.shape[1]
-    buf = out.tobytes()
+    buf = rec.tobytes()
     return [buf[k : k + size] for k in range(0, len(buf), size)]
 
 

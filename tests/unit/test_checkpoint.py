@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from detector import checkpoint
 from detector.checkpoint import decode_into, encode, encode_many, record_size
 from detector.state import StreamTable
 
@@ -65,7 +66,7 @@ def test_state_written_for_another_input_topic_is_refused() -> None:
 
 
 @pytest.mark.parametrize("n_novelty", [0, 3])
-def test_vectorised_encoding_is_byte_identical(n_novelty: int) -> None:
+def test_vectorised_encoding_is_byte_identical(n_novelty: int, monkeypatch: pytest.MonkeyPatch) -> None:
     t = StreamTable(max_streams=10, units=4, window=3, n_features=2, n_novelty=n_novelty)
     slots = t.slots_for([f"card-{i}" for i in range(5)], now=0.0)
     rng = np.random.default_rng(1)
@@ -76,3 +77,5 @@ def test_vectorised_encoding_is_byte_identical(n_novelty: int) -> None:
     many = encode_many(t, slots[[3, 0, 4]], "abcdef123456", 77)
     assert many == [encode(t, int(s), "abcdef123456", 77) for s in slots[[3, 0, 4]]]
     assert encode_many(t, slots[:0], "abcdef123456", 77) == []  # a checkpoint with nothing dirty
+    monkeypatch.setattr(checkpoint, "ENCODE_CHUNK", 2)  # several chunks: same records, same order
+    assert encode_many(t, slots, "abcdef123456", 77) == [encode(t, int(s), "abcdef123456", 77) for s in slots]
