@@ -38,7 +38,7 @@ def case(streams: int, max_streams: int) -> dict[str, Any]:
     batch = min(2000, max_streams)  # the daemon's default max_poll_records; a batch must fit the table
     evs = events(spec, batch, 1, 3)  # one batch of parsed events, re-labelled with new stream ids below
     wts = random_weights(f, u, w, 1)
-    table = StreamTable(max_streams, u, w, f)
+    table = StreamTable(max_streams, u, w, f, categorical=spec.one_hot_blocks())
     sc = StreamingScorer(wts, Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32)), spec, table, w, 3, 0.5)
     base = rss_kb()
     for k in range(0, streams, batch):

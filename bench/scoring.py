@@ -75,7 +75,7 @@ def ours(spec: FeatureSpec, evs: list[ParsedEvent], streams: int, batch: int, re
     f, u, w = spec.n_features, 32, 16
     wts = random_weights(f, u, w, 1)
     norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
-    table = StreamTable(max(streams, batch), u, w, f)
+    table = StreamTable(max(streams, batch), u, w, f, categorical=spec.one_hot_blocks())
     sc = StreamingScorer(wts, norm, spec, table, w, 3, 0.5, explain_above=np.inf)
     warm = events(spec, streams * w, streams, 99)  # steady state: every stream already has W events
     for k in range(0, len(warm), 4096):

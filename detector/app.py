@@ -160,6 +160,7 @@ class Detector:
             self.spec.n_features,
             s.state.idle_ttl_seconds,
             self.spec.n_novelty,
+            self.spec.one_hot_blocks(),
         )
         self.scorer = StreamingScorer(
             art.weights,

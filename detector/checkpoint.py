@@ -5,8 +5,9 @@
 
 Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes), source
 u32 (CRC-32 of the input topic), count i64, last_ts f64, median f32, recent f32, input offset of
-the last applied event i64, then h, c (units f32 each), the ring (W x F f32, oldest first) and
-the novelty sets (u64 per novelty field).
+the last applied event i64, then h, c (units f32 each), the ring's dense columns (W x dense f32,
+oldest first), the novelty sets (u64 per novelty field) and the ring's one-hot blocks as bucket
+indices (W x blocks u8).
 A record written under another model version is ignored on restore (that stream starts cold):
 hidden state is meaningless across weights. So is one written for another input topic: its
 applied offsets refer to that topic's partitions, and would skip events of this one.
@@ -22,7 +23,7 @@ import numpy as np
 from detector.state import StreamTable
 
 MAGIC = b"DS"
-FORMAT = 5  # 2: ring stored in time order; 3: decayed recent-event count; 4: source topic; 5: novelty
+FORMAT = 6  # 2: ring in time order; 3: decayed recent-event count; 4: source topic; 5: novelty; 6: compact ring
 _HEADER = struct.Struct("<2sB12sIqdffq")
 
 
@@ -50,6 +51,7 @@ def encode(table: StreamTable, slot: int, model_version: str, source: int = 0) -
             table.c[slot].tobytes(),
             table.ring[slot].tobytes(),
             table.known[slot].tobytes(),
+            table.ring_cat[slot].tobytes(),
         )
     )
 
@@ -73,7 +75,7 @@ def encode_many(table: StreamTable, slots: np.ndarray, model_version: str, sourc
 def _encode_chunk(table: StreamTable, slots: np.ndarray, head: bytes) -> list[bytes]:
     n = len(slots)
     fields = [getattr(table, name)[slots] for name in ("count", "last_ts", "median", "recent", "offset")]
-    fields += [table.h[slots], table.c[slots], table.ring[slots], table.known[slots]]
+    fields += [table.h[slots], table.c[slots], table.ring[slots], table.known[slots], table.ring_cat[slots]]
     cols = [np.ascontiguousarray(f).view(np.uint8).reshape(n, f[0].nbytes) for f in fields]
     fixed = 2 + 1 + 12 + 4  # magic, format, version, source: the same in every record
     size = fixed + sum(c.shape[1] for c in cols)
@@ -88,7 +90,8 @@ def _encode_chunk(table: StreamTable, slots: np.ndarray, head: bytes) -> list[by
 
 
 def record_size(table: StreamTable) -> int:
-    return _HEADER.size + 4 * (2 * table.units + table.window * table.n_features) + 8 * table.n_novelty
+    ring = 4 * table.window * table.n_dense + table.window * len(table.categorical)
+    return _HEADER.size + 4 * 2 * table.units + ring + 8 * table.n_novelty
 
 
 def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str, source: int = 0) -> bool:
@@ -98,12 +101,18 @@ def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str,
     if magic != MAGIC or fmt != FORMAT or version.rstrip(b" ").decode() != model_version[:12] or src != source:
         return False
     u, o = table.units, _HEADER.size
-    n_ring = table.window * table.n_features
+    n_ring = table.window * table.n_dense
     floats = np.frombuffer(value, dtype=np.float32, offset=o, count=2 * u + n_ring)
     table.h[slot] = floats[:u]
     table.c[slot] = floats[u : 2 * u]
-    table.ring[slot] = floats[2 * u :].reshape(table.window, table.n_features)
-    table.known[slot] = np.frombuffer(value, dtype=np.uint64, offset=o + 4 * (2 * u + n_ring))
+    table.ring[slot] = floats[2 * u :].reshape(table.window, table.n_dense)
+    o += 4 * (2 * u + n_ring)
+    if table.n_novelty:
+        table.known[slot] = np.frombuffer(value, dtype=np.uint64, offset=o, count=table.n_novelty)
+    o += 8 * table.n_novelty
+    if table.categorical:
+        cats = np.frombuffer(value, dtype=np.uint8, offset=o, count=table.window * len(table.categorical))
+        table.ring_cat[slot] = cats.reshape(table.window, len(table.categorical))
     table.count[slot] = count
     table.last_ts[slot] = last_ts
     table.median[slot] = median

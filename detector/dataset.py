@@ -101,7 +101,14 @@ def score_events(
     from detector.state import StreamTable
 
     n_streams = len({e.stream_id for e in events})
-    table = StreamTable(max(n_streams, 1), weights.units, window, spec.n_features, n_novelty=spec.n_novelty)
+    table = StreamTable(
+        max(n_streams, 1),
+        weights.units,
+        window,
+        spec.n_features,
+        n_novelty=spec.n_novelty,
+        categorical=spec.one_hot_blocks(),
+    )
     scorer = StreamingScorer(weights, norm, spec, table, window, warmup, prediction_weight, error_weights=error_weights)
     scores, warm = [], []
     for k in range(0, len(events), batch):

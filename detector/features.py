@@ -110,6 +110,14 @@ class FeatureSpec:
     def from_config(cls, cfg: FeaturesConfig) -> FeatureSpec:
         return cls(cfg)
 
+    def one_hot_blocks(self) -> tuple[int, ...]:
+        """Sizes of the one-hot blocks, which are the last columns of the vector, in order."""
+        return tuple(c.buckets for c in self.categorical)
+
+    def buckets_of(self, events: list[ParsedEvent]) -> np.ndarray:
+        """(n, blocks) each event's bucket in each one-hot block."""
+        return np.array([e.buckets for e in events], dtype=np.uint8).reshape(len(events), len(self.categorical))
+
     def one_hot_columns(self) -> np.ndarray:
         """Boolean mask of the 0/1 columns (categorical one-hot blocks, novelty flags): not standardised."""
         mask = np.zeros(self.n_features, dtype=bool)

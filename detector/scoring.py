@@ -154,6 +154,14 @@ class StreamingScorer:
         self._sw_rec = np.tile(np.sqrt(ew[0]).astype(np.float32), window)
         self._sw_pred = np.sqrt(ew[1]).astype(np.float32)
         self._weighted = error_weights is not None
+        # The ring holds the dense columns and, per one-hot block, the bucket index; the one-hot
+        # part of the reconstruction target is rebuilt from an identity matrix per block.
+        if table.categorical != spec.one_hot_blocks() or table.n_dense != spec.n_features - sum(table.categorical):
+            raise ValueError("the stream table's layout does not match the feature spec")
+        self._dense = table.n_dense
+        self._blocks = [
+            (off, np.eye(b, dtype=np.float32)) for off, b in zip(spec.cat_offsets, spec.one_hot_blocks(), strict=True)
+        ]
 
     def step(self, z: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         u = self._u
@@ -174,8 +182,9 @@ class StreamingScorer:
         feat = np.zeros((n, nf), dtype=np.float32)
         expected = np.zeros((n, nf), dtype=np.float32)
         marks = self.spec.marks(events) if self.spec.n_novelty else None
+        cats = self.spec.buckets_of(events)
         for rows in _rounds(slots):
-            self._score_round(rows, slots[rows], x, ts, marks, score, warming, feat, expected)
+            self._score_round(rows, slots[rows], x, ts, marks, cats, score, warming, feat, expected)
         return BatchScores(score, warming, feat, x, self.norm.invert(expected), slots)
 
     def _score_round(
@@ -185,6 +194,7 @@ class StreamingScorer:
         x: np.ndarray,
         ts: np.ndarray,
         marks: np.ndarray | None,
+        cats: np.ndarray,
         score: np.ndarray,
         warming: np.ndarray,
         feat: np.ndarray,
@@ -213,14 +223,24 @@ class StreamingScorer:
         h, c = self.step(z, h_prev, t.c[s])
         t.h[s], t.c[s] = h, c
         # The ring is kept in time order (oldest .. newest): shift left, append the new vector.
+        nd = self._dense
         ring = t.ring[s]
         ring[:, :-1] = ring[:, 1:]
-        ring[:, -1] = z
+        ring[:, -1] = z[:, :nd]
         t.ring[s] = ring
+        if self._blocks:
+            ring_cat = t.ring_cat[s]
+            ring_cat[:, :-1] = ring_cat[:, 1:]
+            ring_cat[:, -1] = cats[rows]
+            t.ring_cat[s] = ring_cat
         count = count + 1
         t.count[s] = count
         # Reconstruction head: the last W vectors from the new state, compared where filled.
-        rec_d = h @ self._dk_rec + self._db_rec - ring.reshape(n, w * nf)
+        rec_d = h @ self._dk_rec + self._db_rec
+        rec3 = rec_d.reshape(n, w, nf)
+        rec3[:, :, :nd] -= ring
+        for k, (off, eye) in enumerate(self._blocks):
+            rec3[:, :, off : off + len(eye)] -= eye[ring_cat[:, :, k]]
         if self._weighted:
             rec_d *= self._sw_rec
         n_valid = np.minimum(count, w)

@@ -1,7 +1,11 @@
 """Per-stream state: LSTM (h, c), a ring of the last W normalised feature vectors, derived-feature
 state, in preallocated NumPy arrays indexed by slot; a bounded map from stream id to slot.
 
-    table = StreamTable(max_streams=100_000, units=32, window=16, n_features=22)
+    table = StreamTable(max_streams=100_000, units=32, window=16, n_features=24, categorical=(4, 6, 6))
+
+The ring is stored compactly: the dense columns as float32 (`ring`), and each one-hot block at
+the end of the vector (`categorical` gives their sizes) as its bucket index, one byte
+(`ring_cat`): 16 one-hot columns cost 3 bytes a position instead of 64.
     slots = table.slots_for(["card-1", "card-2"], now=time.time())
 
 When the table is full the least recently seen streams are evicted (by the batch in which they
@@ -20,7 +24,8 @@ _INITIAL_CAPACITY = 1024
 _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
     "h": ("units", np.float32, 0.0),
     "c": ("units", np.float32, 0.0),
-    "ring": ("ring", np.float32, 0.0),
+    "ring": ("ring", np.float32, 0.0),  # (W, dense columns)
+    "ring_cat": ("ring_cat", np.uint8, 0),  # (W, one-hot blocks): bucket index per position
     "count": ((), np.int64, 0),
     "last_ts": ((), np.float64, 0.0),
     "median": ((), np.float32, 0.0),
@@ -48,9 +53,14 @@ class StreamTable:
         n_features: int,
         idle_ttl_seconds: float = float("inf"),
         n_novelty: int = 0,
+        categorical: tuple[int, ...] = (),
     ) -> None:
         self.max_streams = max_streams
         self.n_novelty = n_novelty
+        self.categorical = tuple(categorical)
+        self.n_dense = n_features - sum(categorical)
+        if self.n_dense < 0 or any(not 1 <= b <= 256 for b in categorical):
+            raise ValueError("categorical blocks must be 1..256 buckets and fit in n_features")
         self.units, self.window, self.n_features = units, window, n_features
         self.idle_ttl = idle_ttl_seconds
         self.index: dict[str, int] = {}
@@ -67,6 +77,7 @@ class StreamTable:
     h: np.ndarray
     c: np.ndarray
     ring: np.ndarray
+    ring_cat: np.ndarray
     count: np.ndarray
     last_ts: np.ndarray
     median: np.ndarray
@@ -83,7 +94,9 @@ class StreamTable:
         if spec == "units":
             return (self.units,)
         if spec == "ring":
-            return (self.window, self.n_features)
+            return (self.window, self.n_dense)
+        if spec == "ring_cat":
+            return (self.window, len(self.categorical))
         if spec == "novelty":
             return (self.n_novelty,)
         return ()

@@ -249,7 +249,9 @@ def fit_error_weights(
     out = np.ones((2, spec.n_features), np.float32)
     for head, alpha in ((0, 0.0), (1, 1.0)):
         n = max(len({e.stream_id for e in events}), 1)
-        table = StreamTable(n, mc.units, mc.window, spec.n_features, n_novelty=spec.n_novelty)
+        table = StreamTable(
+            n, mc.units, mc.window, spec.n_features, n_novelty=spec.n_novelty, categorical=spec.one_hot_blocks()
+        )
         scorer = StreamingScorer(weights_of(model), norm, spec, table, mc.window, mc.warmup_events, alpha)
         errs = []
         for k in range(0, len(events), 4096):

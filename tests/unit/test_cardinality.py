@@ -31,7 +31,7 @@ def event(stream: str, i: int) -> ParsedEvent:
 def test_a_million_new_ids_cannot_grow_memory_past_the_bound() -> None:
     spec = FeatureSpec(FeaturesConfig())
     f, u, w = spec.n_features, 32, 16
-    table = StreamTable(BOUND, u, w, f)
+    table = StreamTable(BOUND, u, w, f, categorical=spec.one_hot_blocks())
     norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
     scorer = StreamingScorer(random_weights(f, u, w, 1), norm, spec, table, w, 3, 0.5)
     legit = [f"card-{k}" for k in range(LEGIT)]

@@ -8,27 +8,31 @@ from detector.checkpoint import decode_into, encode, encode_many, record_size
 from detector.state import StreamTable
 
 
-def filled_table(n_novelty: int = 0) -> tuple[StreamTable, int]:
-    t = StreamTable(max_streams=10, units=4, window=3, n_features=2, n_novelty=n_novelty)
+def filled_table(n_novelty: int = 0, categorical: tuple[int, ...] = ()) -> tuple[StreamTable, int]:
+    t = StreamTable(
+        max_streams=10, units=4, window=3, n_features=2 + sum(categorical), n_novelty=n_novelty, categorical=categorical
+    )
     slot = int(t.slots_for(["card-1"], now=0.0, partitions=np.array([2], np.int32))[0])
     rng = np.random.default_rng(0)
     t.h[slot], t.c[slot] = rng.standard_normal(4), rng.standard_normal(4)
     t.ring[slot] = rng.standard_normal((3, 2))
+    t.ring_cat[slot] = rng.integers(0, 3, (3, len(categorical)))
     t.count[slot], t.last_ts[slot], t.median[slot], t.offset[slot] = 7, 1.7e9, 3.5, 1234
     t.known[slot] = rng.integers(0, 2**63, n_novelty, dtype=np.uint64)
     return t, slot
 
 
-@pytest.mark.parametrize("n_novelty", [0, 2])
-def test_round_trip_restores_every_field(n_novelty: int) -> None:
-    t, slot = filled_table(n_novelty)
+@pytest.mark.parametrize(("n_novelty", "categorical"), [(0, ()), (2, ()), (0, (3, 4)), (1, (3,))])
+def test_round_trip_restores_every_field(n_novelty: int, categorical: tuple[int, ...]) -> None:
+    t, slot = filled_table(n_novelty, categorical)
     rec = encode(t, slot, "abcdef123456")
     assert len(rec) == record_size(t)
-    u = StreamTable(max_streams=10, units=4, window=3, n_features=2, n_novelty=n_novelty)
+    nf = 2 + sum(categorical)
+    u = StreamTable(max_streams=10, units=4, window=3, n_features=nf, n_novelty=n_novelty, categorical=categorical)
     s2 = u.slot_for_restore("card-1", 2, now=0.0)
     assert decode_into(u, s2, rec, "abcdef123456")
-    assert not decode_into(StreamTable(10, 4, 3, 2, n_novelty=n_novelty + 1), 0, rec, "abcdef123456")
-    for name in ("h", "c", "ring", "count", "last_ts", "median", "offset", "known"):
+    assert not decode_into(StreamTable(10, 4, 3, nf, n_novelty=n_novelty + 1), 0, rec, "abcdef123456")
+    for name in ("h", "c", "ring", "ring_cat", "count", "last_ts", "median", "offset", "known"):
         assert np.array_equal(getattr(u, name)[s2], getattr(t, name)[slot]), name
     assert not u.dirty[s2]  # restored state is not re-written at the next checkpoint
 
@@ -67,13 +71,14 @@ def test_state_written_for_another_input_topic_is_refused() -> None:
 
 @pytest.mark.parametrize("n_novelty", [0, 3])
 def test_vectorised_encoding_is_byte_identical(n_novelty: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    t = StreamTable(max_streams=10, units=4, window=3, n_features=2, n_novelty=n_novelty)
+    t = StreamTable(max_streams=10, units=4, window=3, n_features=9, n_novelty=n_novelty, categorical=(3, 4))
     slots = t.slots_for([f"card-{i}" for i in range(5)], now=0.0)
     rng = np.random.default_rng(1)
     for name in ("h", "c", "ring", "median", "recent", "last_ts"):
         getattr(t, name)[slots] = rng.standard_normal(getattr(t, name)[slots].shape)
     t.count[slots], t.offset[slots] = rng.integers(0, 1000, 5), rng.integers(-1, 1 << 40, 5)
     t.known[slots] = rng.integers(0, 2**63, (5, n_novelty), dtype=np.uint64)
+    t.ring_cat[slots] = rng.integers(0, 3, (5, 3, 2))
     many = encode_many(t, slots[[3, 0, 4]], "abcdef123456", 77)
     assert many == [encode(t, int(s), "abcdef123456", 77) for s in slots[[3, 0, 4]]]
     assert encode_many(t, slots[:0], "abcdef123456", 77) == []  # a checkpoint with nothing dirty

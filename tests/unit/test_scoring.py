@@ -157,7 +157,7 @@ def test_numpy_step_matches_keras_lstm_cell(art: Artifact, small_settings: Setti
     h = rng.standard_normal((5, u)).astype(np.float32)
     c = rng.standard_normal((5, u)).astype(np.float32)
     kh, (_, kc) = cell(x, [h, c])
-    table = StreamTable(10, u, art.window, nf)
+    table = StreamTable(10, u, art.window, nf, categorical=spec.one_hot_blocks())
     scorer = StreamingScorer(art.weights, art.norm, spec, table, art.window, 3)
     nh, nc = scorer.step(x, h, c)
     assert np.max(np.abs(nh - np.asarray(kh))) < 1e-5
