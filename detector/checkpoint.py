@@ -6,8 +6,8 @@
 Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes), source
 u32 (CRC-32 of the input topic), count i64, last_ts f64, median f32, recent f32, input offset of
 the last applied event i64, then h, c (units f32 each), the ring's dense columns (W x dense f32,
-oldest first), the novelty sets (u64 per novelty field) and the ring's one-hot blocks as bucket
-indices (W x blocks u8).
+oldest first), the novelty sets (u64 per novelty field) and the ring's one-hot blocks as codes
+(W x code groups u16).
 A record written under another model version is ignored on restore (that stream starts cold):
 hidden state is meaningless across weights. So is one written for another input topic: its
 applied offsets refer to that topic's partitions, and would skip events of this one.
@@ -90,7 +90,7 @@ def _encode_chunk(table: StreamTable, slots: np.ndarray, head: bytes) -> list[by
 
 
 def record_size(table: StreamTable) -> int:
-    ring = 4 * table.window * table.n_dense + table.window * len(table.categorical)
+    ring = 4 * table.window * table.n_dense + 2 * table.window * table.n_groups
     return _HEADER.size + 4 * 2 * table.units + ring + 8 * table.n_novelty
 
 
@@ -110,9 +110,9 @@ def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str,
     if table.n_novelty:
         table.known[slot] = np.frombuffer(value, dtype=np.uint64, offset=o, count=table.n_novelty)
     o += 8 * table.n_novelty
-    if table.categorical:
-        cats = np.frombuffer(value, dtype=np.uint8, offset=o, count=table.window * len(table.categorical))
-        table.ring_cat[slot] = cats.reshape(table.window, len(table.categorical))
+    if table.n_groups:
+        codes = np.frombuffer(value, dtype="<u2", offset=o, count=table.window * table.n_groups)
+        table.ring_cat[slot] = codes.reshape(table.window, table.n_groups)
     table.count[slot] = count
     table.last_ts[slot] = last_ts
     table.median[slot] = median

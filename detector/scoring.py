@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.features import FeatureSpec, ParsedEvent
-from detector.state import StreamTable
+from detector.state import StreamTable, code_groups
 
 # Normalised features are clipped to this many standard deviations: one absurd value (1e30) must
 # not produce inf or NaN scores, and 10 sigma is already far past any alert threshold.
@@ -154,14 +154,12 @@ class StreamingScorer:
         self._sw_rec = np.tile(np.sqrt(ew[0]).astype(np.float32), window)
         self._sw_pred = np.sqrt(ew[1]).astype(np.float32)
         self._weighted = error_weights is not None
-        # The ring holds the dense columns and, per one-hot block, the bucket index; the one-hot
-        # part of the reconstruction target is rebuilt from an identity matrix per block.
+        # The ring holds the dense columns and, per group of one-hot blocks, one code; the one-hot
+        # part of the reconstruction target is a row of a small table per group.
         if table.categorical != spec.one_hot_blocks() or table.n_dense != spec.n_features - sum(table.categorical):
             raise ValueError("the stream table's layout does not match the feature spec")
         self._dense = table.n_dense
-        self._blocks = [
-            (off, np.eye(b, dtype=np.float32)) for off, b in zip(spec.cat_offsets, spec.one_hot_blocks(), strict=True)
-        ]
+        self._groups = [(g, _strides(g), _one_hot_table(g)) for g in code_groups(table.categorical)]
 
     def step(self, z: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         u = self._u
@@ -182,7 +180,12 @@ class StreamingScorer:
         feat = np.zeros((n, nf), dtype=np.float32)
         expected = np.zeros((n, nf), dtype=np.float32)
         marks = self.spec.marks(events) if self.spec.n_novelty else None
-        cats = self.spec.buckets_of(events)
+        b = self.spec.buckets_of(events).astype(np.int64)
+        cats = np.zeros((n, len(self._groups)), np.uint16)
+        k = 0
+        for j, (g, strides, _) in enumerate(self._groups):
+            cats[:, j] = b[:, k : k + len(g)] @ strides
+            k += len(g)
         for rows in _rounds(slots):
             self._score_round(rows, slots[rows], x, ts, marks, cats, score, warming, feat, expected)
         return BatchScores(score, warming, feat, x, self.norm.invert(expected), slots)
@@ -228,7 +231,7 @@ class StreamingScorer:
         ring[:, :-1] = ring[:, 1:]
         ring[:, -1] = z[:, :nd]
         t.ring[s] = ring
-        if self._blocks:
+        if self._groups:
             ring_cat = t.ring_cat[s]
             ring_cat[:, :-1] = ring_cat[:, 1:]
             ring_cat[:, -1] = cats[rows]
@@ -236,11 +239,9 @@ class StreamingScorer:
         count = count + 1
         t.count[s] = count
         # Reconstruction head: the last W vectors from the new state, compared where filled.
+        target = [ring] + [tab.take(ring_cat[:, :, j], axis=0) for j, (_, _, tab) in enumerate(self._groups)]
         rec_d = h @ self._dk_rec + self._db_rec
-        rec3 = rec_d.reshape(n, w, nf)
-        rec3[:, :, :nd] -= ring
-        for k, (off, eye) in enumerate(self._blocks):
-            rec3[:, :, off : off + len(eye)] -= eye[ring_cat[:, :, k]]
+        rec_d -= (np.concatenate(target, axis=2) if len(target) > 1 else ring).reshape(n, w * nf)
         if self._weighted:
             rec_d *= self._sw_rec
         n_valid = np.minimum(count, w)
@@ -259,6 +260,20 @@ class StreamingScorer:
             feat[rows[hot]] = (1.0 - a) * per_rec + a * np.square(pred_d[hot])
         expected[rows] = pred if a > 0 else (h @ self._dk_rec + self._db_rec)[:, -nf:]
         warming[rows] = count <= self.warmup
+
+
+def _strides(group: tuple[int, ...]) -> np.ndarray:
+    return np.cumprod((1, *group[:-1])).astype(np.int64)
+
+
+def _one_hot_table(group: tuple[int, ...]) -> np.ndarray:
+    """Row `code` = the concatenated one-hot vectors of the group's buckets that the code encodes."""
+    codes = np.arange(int(np.prod(group)))
+    idx = (codes[:, None] // _strides(group)[None, :]) % np.array(group)[None, :]
+    out = np.zeros((len(codes), sum(group)), np.float32)
+    off = np.cumsum((0, *group[:-1]))
+    out[codes[:, None], off[None, :] + idx] = 1.0
+    return out
 
 
 def _rounds(slots: np.ndarray) -> list[np.ndarray]:

@@ -3,9 +3,9 @@ state, in preallocated NumPy arrays indexed by slot; a bounded map from stream i
 
     table = StreamTable(max_streams=100_000, units=32, window=16, n_features=24, categorical=(4, 6, 6))
 
-The ring is stored compactly: the dense columns as float32 (`ring`), and each one-hot block at
-the end of the vector (`categorical` gives their sizes) as its bucket index, one byte
-(`ring_cat`): 16 one-hot columns cost 3 bytes a position instead of 64.
+The ring is stored compactly: the dense columns as float32 (`ring`), and the one-hot blocks at
+the end of the vector (`categorical` gives their sizes) as one uint16 code per group of blocks
+(`ring_cat`, see `code_groups`): the default 16 one-hot columns cost 2 bytes a position, not 64.
     slots = table.slots_for(["card-1", "card-2"], now=time.time())
 
 When the table is full the least recently seen streams are evicted (by the batch in which they
@@ -20,12 +20,29 @@ from collections.abc import Sequence
 import numpy as np
 
 _INITIAL_CAPACITY = 1024
+_CODES = 1 << 16
+
+
+def code_groups(blocks: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """One-hot block sizes grouped in order so that each group's combinations fit a uint16 code
+    (code = sum of bucket_j * product of the earlier sizes in the group)."""
+    groups: list[list[int]] = []
+    size = _CODES
+    for b in blocks:
+        if size * b > _CODES:
+            groups.append([])
+            size = 1
+        groups[-1].append(b)
+        size *= b
+    return [tuple(g) for g in groups]
+
+
 # Per-slot arrays: name -> (shape after the slot axis, dtype, value of a fresh slot).
 _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
     "h": ("units", np.float32, 0.0),
     "c": ("units", np.float32, 0.0),
     "ring": ("ring", np.float32, 0.0),  # (W, dense columns)
-    "ring_cat": ("ring_cat", np.uint8, 0),  # (W, one-hot blocks): bucket index per position
+    "ring_cat": ("ring_cat", np.uint16, 0),  # (W, code groups): the one-hot blocks' combined code
     "count": ((), np.int64, 0),
     "last_ts": ((), np.float64, 0.0),
     "median": ((), np.float32, 0.0),
@@ -59,6 +76,7 @@ class StreamTable:
         self.n_novelty = n_novelty
         self.categorical = tuple(categorical)
         self.n_dense = n_features - sum(categorical)
+        self.n_groups = len(code_groups(self.categorical))
         if self.n_dense < 0 or any(not 1 <= b <= 256 for b in categorical):
             raise ValueError("categorical blocks must be 1..256 buckets and fit in n_features")
         self.units, self.window, self.n_features = units, window, n_features
@@ -96,7 +114,7 @@ class StreamTable:
         if spec == "ring":
             return (self.window, self.n_dense)
         if spec == "ring_cat":
-            return (self.window, len(self.categorical))
+            return (self.window, self.n_groups)
         if spec == "novelty":
             return (self.n_novelty,)
         return ()

@@ -16,7 +16,7 @@ def filled_table(n_novelty: int = 0, categorical: tuple[int, ...] = ()) -> tuple
     rng = np.random.default_rng(0)
     t.h[slot], t.c[slot] = rng.standard_normal(4), rng.standard_normal(4)
     t.ring[slot] = rng.standard_normal((3, 2))
-    t.ring_cat[slot] = rng.integers(0, 3, (3, len(categorical)))
+    t.ring_cat[slot] = rng.integers(0, 3, (3, t.n_groups))
     t.count[slot], t.last_ts[slot], t.median[slot], t.offset[slot] = 7, 1.7e9, 3.5, 1234
     t.known[slot] = rng.integers(0, 2**63, n_novelty, dtype=np.uint64)
     return t, slot
@@ -78,7 +78,7 @@ def test_vectorised_encoding_is_byte_identical(n_novelty: int, monkeypatch: pyte
         getattr(t, name)[slots] = rng.standard_normal(getattr(t, name)[slots].shape)
     t.count[slots], t.offset[slots] = rng.integers(0, 1000, 5), rng.integers(-1, 1 << 40, 5)
     t.known[slots] = rng.integers(0, 2**63, (5, n_novelty), dtype=np.uint64)
-    t.ring_cat[slots] = rng.integers(0, 3, (5, 3, 2))
+    t.ring_cat[slots] = rng.integers(0, 3, (5, 3, t.n_groups))
     many = encode_many(t, slots[[3, 0, 4]], "abcdef123456", 77)
     assert many == [encode(t, int(s), "abcdef123456", 77) for s in slots[[3, 0, 4]]]
     assert encode_many(t, slots[:0], "abcdef123456", 77) == []  # a checkpoint with nothing dirty

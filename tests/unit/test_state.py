@@ -74,3 +74,20 @@ def test_only_streams_in_the_changelog_get_a_tombstone_when_evicted() -> None:
     assert sorted(sid for sid, _ in t.evicted) == ["flood-3", "flood-4", "flood-5", "flood-6"]
     r = t.slot_for_restore("restored", partition=0, now=300.0)
     assert t.saved[r]  # it came from the changelog: its eviction must delete it there
+
+
+def test_one_hot_blocks_are_grouped_into_uint16_codes_that_decode_exactly() -> None:
+    from detector.scoring import _one_hot_table, _strides
+    from detector.state import code_groups
+
+    assert code_groups((4, 6, 6)) == [(4, 6, 6)]
+    assert code_groups((256, 256, 4, 3)) == [(256, 256), (4, 3)]
+    assert code_groups(()) == []
+    rng = np.random.default_rng(0)
+    for group in [(4, 6, 6), (3,), (5, 7, 2, 3)]:
+        tab = _one_hot_table(group)
+        buckets = np.stack([rng.integers(0, b, 50) for b in group], axis=1)
+        codes = buckets @ _strides(group)
+        expected = np.concatenate([np.eye(b, dtype=np.float32)[buckets[:, j]] for j, b in enumerate(group)], axis=1)
+        assert codes.max() < 1 << 16
+        assert np.array_equal(tab[codes], expected)
