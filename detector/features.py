@@ -94,7 +94,6 @@ class FeatureSpec:
             names += [f"{c.name}={b}" for b in range(c.buckets)]
         self.names: tuple[str, ...] = tuple(names)
         self.n_features = len(names)
-        self._hash_cache: list[dict[str, int]] = [{} for _ in cfg.categorical]
         # Flat plans for the per-event hot path (validate), built once.
         self._stream_field, self._event_id_field, self._time_field = (
             cfg.stream_field,
@@ -102,9 +101,10 @@ class FeatureSpec:
             cfg.time_field,
         )
         self._num_plan = [(f.name, f.transform == "log1p", f.clip) for f in cfg.numeric]
-        self._cat_plan = [(c.name, c.buckets, self._hash_cache[i]) for i, c in enumerate(cfg.categorical)]
-        self._mark_cache: list[dict[str, int]] = [{} for _ in cfg.novelty]
-        self._new_plan = list(zip(cfg.novelty, self._mark_cache, strict=True))
+        # Hashed text fields: (name, buckets, cache of value -> bucket). Novelty fields hash into
+        # the 64 bits of their stream's set.
+        self._cat_plan: list[tuple[str, int, dict[str, int]]] = [(c.name, c.buckets, {}) for c in cfg.categorical]
+        self._new_plan: list[tuple[str, int, dict[str, int]]] = [(f, 64, {}) for f in cfg.novelty]
 
     @classmethod
     def from_config(cls, cfg: FeaturesConfig) -> FeatureSpec:
@@ -130,15 +130,24 @@ class FeatureSpec:
         """What a model artifact records to detect a mismatch with the running config."""
         return {"config": self.cfg.model_dump(mode="json"), "names": list(self.names)}
 
-    def _bucket(self, i: int, value: str, buckets: int, caches: list[dict[str, int]] | None = None) -> int:
-        cache = (self._hash_cache if caches is None else caches)[i]
-        b = cache.get(value)
-        if b is None:
-            # crc32, not hash(): Python salts str hashes per process, models must not depend on it.
-            b = zlib.crc32(value.encode("utf-8", "surrogatepass")) % buckets
-            if len(cache) < _HASH_CACHE_LIMIT:
-                cache[value] = b
-        return b
+    @staticmethod
+    def _hashed(rec: dict[str, Any], plan: list[tuple[str, int, dict[str, int]]]) -> tuple[int, ...]:
+        """Each planned text field's bucket; missing or non-text values are invalid."""
+        out = []
+        for name, n, cache in plan:
+            v = rec.get(name)
+            b = cache.get(v) if type(v) is str else None
+            if b is None:
+                if v is None:
+                    raise InvalidEvent("missing_field", name)
+                if not isinstance(v, str):
+                    raise InvalidEvent("wrong_type", f"{name} must be a string")
+                # crc32, not hash(): Python salts str hashes per process, models must not depend on it.
+                b = zlib.crc32(v.encode("utf-8", "surrogatepass")) % n
+                if len(cache) < _HASH_CACHE_LIMIT:
+                    cache[v] = b
+            out.append(b)
+        return tuple(out)
 
     def decode(self, raw: bytes, max_bytes: int) -> dict[str, Any]:
         if len(raw) > max_bytes:
@@ -190,29 +199,9 @@ class FeatureSpec:
             if clip is not None:
                 x = min(max(x, clip[0]), clip[1])
             nums.append(x)
-        buckets = []
-        for i, (name, n, cache) in enumerate(self._cat_plan):
-            v = rec.get(name)
-            b = cache.get(v) if type(v) is str else None
-            if b is None:
-                if v is None:
-                    raise InvalidEvent("missing_field", name)
-                if not isinstance(v, str):
-                    raise InvalidEvent("wrong_type", f"{name} must be a string")
-                b = self._bucket(i, v, n)
-            buckets.append(b)
-        marks = []
-        for i, (name, cache) in enumerate(self._new_plan):
-            v = rec.get(name)
-            b = cache.get(v) if type(v) is str else None
-            if b is None:
-                if v is None:
-                    raise InvalidEvent("missing_field", name)
-                if not isinstance(v, str):
-                    raise InvalidEvent("wrong_type", f"{name} must be a string")
-                b = self._bucket(i, v, 64, self._mark_cache)
-            marks.append(b)
-        return ParsedEvent(sid, eid, ts, tuple(nums), tuple(buckets), rec, tuple(marks))
+        buckets = self._hashed(rec, self._cat_plan)
+        marks = self._hashed(rec, self._new_plan) if self._new_plan else ()
+        return ParsedEvent(sid, eid, ts, tuple(nums), buckets, rec, marks)
 
     def parse(self, raw: bytes, max_bytes: int = 1 << 20) -> ParsedEvent:
         return self.validate(self.decode(raw, max_bytes))
