@@ -90,10 +90,18 @@ def build_model(n_features: int, units: int, window: int, seed: int) -> Any:
     return keras.Model([x, h0, c0], [y, h, c], name="lstm_autoencoder")
 
 
-def weights_of(model: Any) -> LstmWeights:
+def weights_of(model: Any, initial_state: dict[str, Any] | None = None) -> LstmWeights:
+    """The Keras weights as NumPy; `initial_state` ({"h": [...], "c": [...]}, from the metadata)
+    is the learned state new streams start from: the Keras model takes (h0, c0) as inputs, so the
+    trained vectors travel in metadata.json (float32 values are exact in JSON's float64)."""
     k, r, b = (np.asarray(a, dtype=np.float32) for a in model.get_layer("lstm").get_weights())
     dk, db = (np.asarray(a, dtype=np.float32) for a in model.get_layer("decoder").get_weights())
-    return LstmWeights(k, r, b, dk, db)
+    if initial_state is None:
+        return LstmWeights(k, r, b, dk, db)
+    h0, c0 = (np.asarray(initial_state[key], dtype=np.float32) for key in ("h", "c"))
+    if h0.shape != (r.shape[0],) or c0.shape != (r.shape[0],):
+        raise ValueError(f"initial state of {h0.shape} and {c0.shape} for {r.shape[0]} units")
+    return LstmWeights(k, r, b, dk, db, h0, c0)
 
 
 def version_of(weights: LstmWeights, described: dict[str, Any]) -> str:
@@ -105,9 +113,9 @@ def version_of(weights: LstmWeights, described: dict[str, Any]) -> str:
 
 
 def _scoring_of(extra: dict[str, Any]) -> dict[str, Any]:
-    """Metadata that changes scores, so the version: error weights when the model has them."""
-    ew = extra.get("error_weights")
-    return {} if ew is None else {"error_weights": ew}
+    """Metadata that changes scores, so the version: error weights and the learned initial state
+    when the model has them."""
+    return {k: extra[k] for k in ("error_weights", "initial_state") if extra.get(k) is not None}
 
 
 def make_metadata(
@@ -116,7 +124,7 @@ def make_metadata(
     keras = keras_env()
     import tensorflow as tf
 
-    weights = weights_of(model)
+    weights = weights_of(model, extra.get("initial_state"))
     described = spec.describe()
     return {
         "format_version": FORMAT_VERSION,
@@ -190,7 +198,7 @@ def load_artifact(path: Path, spec: FeatureSpec | None = None) -> Artifact:
     if "Lambda" in layer_types:
         raise ModelError(f"{model_file}: Lambda layers are refused")
     try:
-        weights = weights_of(model)
+        weights = weights_of(model, meta.get("initial_state"))
     except ValueError as exc:
         raise ModelError(f"{model_file}: not a detector model ({exc})") from None
     window = int(meta["window"])

@@ -71,6 +71,9 @@ class LstmWeights:
     bias: np.ndarray  # (4U,)
     dec_kernel: np.ndarray  # (U, W*F)
     dec_bias: np.ndarray  # (W*F,)
+    # The learned initial state (U,) a new stream starts from; None: zeros (models saved before it).
+    h0: np.ndarray | None = None
+    c0: np.ndarray | None = None
 
     @property
     def units(self) -> int:
@@ -146,6 +149,8 @@ class StreamingScorer:
         self._dk_rec, self._db_rec = np.ascontiguousarray(dk[:, :wf]), db[:wf].copy()
         self._dk_pred, self._db_pred = np.ascontiguousarray(dk[:, wf:]), db[wf:].copy()
         self._u = u
+        self._h0 = np.zeros(u, np.float32) if weights.h0 is None else weights.h0.astype(np.float32)
+        self._c0 = np.zeros(u, np.float32) if weights.c0 is None else weights.c0.astype(np.float32)
         self._ar = np.arange(window)
         # Per-feature error weights (2, F): reconstruction, prediction. Each feature's squared error
         # is divided by its mean on normal validation data, so a feature that is normally
@@ -216,14 +221,17 @@ class StreamingScorer:
             t.known[s] = known
         x[rows] = xr
         z = self.norm.apply(xr)
-        h_prev = t.h[s]
+        h_prev, c_prev = t.h[s], t.c[s]
+        fresh = count == 0
+        if fresh.any():  # a new stream starts from the learned initial state
+            h_prev[fresh], c_prev[fresh] = self._h0, self._c0
         # Prediction head: what the stream's state before this event expected it to be.
         pred = h_prev @ self._dk_pred + self._db_pred
         pred_d = pred - z
         if self._weighted:
             pred_d *= self._sw_pred
-        pred_d[count == 0] = 0.0  # a stream's first event has nothing to be predicted from
-        h, c = self.step(z, h_prev, t.c[s])
+        pred_d[fresh] = 0.0  # a stream's first event has nothing to be predicted from
+        h, c = self.step(z, h_prev, c_prev)
         t.h[s], t.c[s] = h, c
         # The ring is kept in time order (oldest .. newest): shift left, append the new vector.
         nd = self._dense

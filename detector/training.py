@@ -23,7 +23,7 @@ from detector.config import Settings
 from detector.dataset import Dataset, featurize, load_events, score_events
 from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, make_metadata, save_artifact, weights_of
-from detector.scoring import Normalizer, StreamingScorer
+from detector.scoring import LstmWeights, Normalizer, StreamingScorer
 from detector.state import StreamTable
 from detector.threshold import calibrate
 
@@ -63,12 +63,20 @@ def _pack(group: list[np.ndarray], window: int, chunk: int) -> tuple[np.ndarray,
 
 
 class _Trainer:
+    """Truncated BPTT with (h, c) carried across a stream's chunks. A stream's first chunk starts
+    from a learned initial state (two trainable vectors, the scorer's state for a new stream), so
+    a stream's first events are reconstructed from what a typical stream's start looks like
+    rather than from zeros."""
+
     def __init__(self, model: Any, window: int, n_features: int, lr: float) -> None:
         keras = keras_env()
         import tensorflow as tf
 
         self.model, self.w, self.nf = model, window, n_features
         self.units = model.get_layer("lstm").units
+        self.h0 = tf.Variable(tf.zeros((self.units,)), name="initial_h")
+        self.c0 = tf.Variable(tf.zeros((self.units,)), name="initial_c")
+        variables = [*model.trainable_variables, self.h0, self.c0]
         self.opt = keras.optimizers.Adam(learning_rate=lr, clipnorm=1.0)
         spec = [
             tf.TensorSpec((None, None, n_features), tf.float32),
@@ -76,28 +84,35 @@ class _Trainer:
             tf.TensorSpec((None, None, window + 1), tf.float32),
             tf.TensorSpec((None, self.units), tf.float32),
             tf.TensorSpec((None, self.units), tf.float32),
+            tf.TensorSpec((), tf.float32),
         ]
 
-        def loss_of(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any, training: bool) -> Any:
+        def loss_of(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any, fresh: Any, training: bool) -> Any:
+            # fresh = 1 on a stream's first chunk: its state is the learned one (gradients reach it).
+            h0 = fresh * (h0 * 0.0 + self.h0) + (1.0 - fresh) * h0
+            c0 = fresh * (c0 * 0.0 + self.c0) + (1.0 - fresh) * c0
             y, h, c = model([x, h0, c0], training=training)
             y = tf.reshape(y, tf.shape(tgt))
             se = tf.square(y - tgt) * mask[..., None]
             return tf.reduce_sum(se), tf.reduce_sum(mask) * n_features, h, c
 
         @tf.function(input_signature=spec)
-        def train_step(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any) -> Any:
+        def train_step(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any, fresh: Any) -> Any:
             with tf.GradientTape() as tape:
-                s, n, h, c = loss_of(x, tgt, mask, h0, c0, True)
+                s, n, h, c = loss_of(x, tgt, mask, h0, c0, fresh, True)
                 loss = s / tf.maximum(n, 1.0)
-            grads = tape.gradient(loss, model.trainable_variables)
-            self.opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            grads = tape.gradient(loss, variables)
+            self.opt.apply_gradients(zip(grads, variables, strict=True))
             return s, n, h, c
 
         @tf.function(input_signature=spec)
-        def eval_step(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any) -> Any:
-            return loss_of(x, tgt, mask, h0, c0, False)
+        def eval_step(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any, fresh: Any) -> Any:
+            return loss_of(x, tgt, mask, h0, c0, fresh, False)
 
         self.train_step, self.eval_step = train_step, eval_step
+
+    def initial_state(self) -> dict[str, list[float]]:
+        return {"h": self.h0.numpy().tolist(), "c": self.c0.numpy().tolist()}
 
     def run(self, groups: list[list[np.ndarray]], chunk: int, train: bool) -> float:
         step = self.train_step if train else self.eval_step
@@ -108,7 +123,7 @@ class _Trainer:
             c = np.zeros_like(h)
             for k in range(0, x.shape[1], chunk):
                 sl = slice(k, k + chunk)
-                s, n, h, c = step(x[:, sl], tgt[:, sl], mask[:, sl], h, c)
+                s, n, h, c = step(x[:, sl], tgt[:, sl], mask[:, sl], h, c, np.float32(k == 0))
                 total += float(s)
                 count += float(n)
         return total / max(count, 1.0)
@@ -164,7 +179,7 @@ def train_from_file(
     trainer = _Trainer(model, mc.window, spec.n_features, mc.learning_rate)
     rng = np.random.default_rng(seed)
     history: list[tuple[float, float]] = []
-    best, best_weights, waited = np.inf, model.get_weights(), 0
+    best, best_weights, best_init, waited = np.inf, model.get_weights(), trainer.initial_state(), 0
     val_groups = _batches(seqs(val_idx), mc.batch_size, None)
     for epoch in range(1, epochs + 1):
         te = time.monotonic()
@@ -173,7 +188,7 @@ def train_from_file(
         history.append((tl, vl))
         mark = ""
         if vl < best - 1e-6:
-            best, best_weights, waited, mark = vl, model.get_weights(), 0, " *"
+            best, best_weights, best_init, waited, mark = vl, model.get_weights(), trainer.initial_state(), 0, " *"
         else:
             waited += 1
         log(f"epoch {epoch}/{epochs}  loss {tl:.4f}  val_loss {vl:.4f}  {time.monotonic() - te:.1f}s{mark}")
@@ -181,11 +196,12 @@ def train_from_file(
             log(f"early stop: no improvement for {mc.patience} epochs")
             break
     model.set_weights(best_weights)
+    weights = weights_of(model, best_init)
     events_of = lambda idx: sorted((ds.events[i] for ix in idx for i in ix), key=lambda e: e.ts)  # noqa: E731
     error_weights = None
     if mc.error_weighting == "per_feature":
-        error_weights = fit_error_weights(model, norm, spec, settings, events_of(val_idx))
-    scores = score_offline(model, norm, spec, settings, events_of(cal_idx), error_weights)
+        error_weights = fit_error_weights(weights, norm, spec, settings, events_of(val_idx))
+    scores = score_offline(weights, norm, spec, settings, events_of(cal_idx), error_weights)
     threshold = calibrate(scores, mc.target_false_alarm_rate, mc.threshold_method, mc.critical_multiplier)
     log(f"threshold {threshold.value:.4f} ({threshold.method}, {threshold.n_calibration} calibration events)")
     meta = make_metadata(
@@ -196,6 +212,7 @@ def train_from_file(
         mc.window,
         {
             "prediction_weight": mc.prediction_weight,
+            "initial_state": best_init,
             "error_weights": None if error_weights is None else error_weights.tolist(),
             "training": {
                 "data_fingerprint": _fingerprint(Path(data)),
@@ -216,7 +233,7 @@ def train_from_file(
 
 
 def score_offline(
-    model: Any,
+    weights: LstmWeights,
     norm: Normalizer,
     spec: FeatureSpec,
     settings: Settings,
@@ -227,7 +244,7 @@ def score_offline(
     mc = settings.model
     r = score_events(
         events,
-        weights_of(model),
+        weights,
         norm,
         spec,
         mc.window,
@@ -240,7 +257,7 @@ def score_offline(
 
 
 def fit_error_weights(
-    model: Any, norm: Normalizer, spec: FeatureSpec, settings: Settings, events: list[Any]
+    weights: LstmWeights, norm: Normalizer, spec: FeatureSpec, settings: Settings, events: list[Any]
 ) -> np.ndarray:
     """(2, F): 1 / each feature's mean squared error on normal held-out streams, for the
     reconstruction head and the prediction head (floored, so a feature that never varied in
@@ -252,7 +269,7 @@ def fit_error_weights(
         table = StreamTable(
             n, mc.units, mc.window, spec.n_features, n_novelty=spec.n_novelty, categorical=spec.one_hot_blocks()
         )
-        scorer = StreamingScorer(weights_of(model), norm, spec, table, mc.window, mc.warmup_events, alpha)
+        scorer = StreamingScorer(weights, norm, spec, table, mc.window, mc.warmup_events, alpha)
         errs = []
         for k in range(0, len(events), 4096):
             r = scorer.score_batch(events[k : k + 4096], now=0.0)

@@ -62,6 +62,24 @@ def test_same_seed_same_model_and_scores(
     assert np.array_equal(_scores(model_dir, small_settings, test_file), _scores(again, small_settings, test_file))
 
 
+def test_new_streams_start_from_the_learned_initial_state(
+    model_dir: Path, small_settings: Settings, test_file: Path, tmp_path: Path
+) -> None:
+    """Training learns (h0, c0); the artifact carries them; a model without them (saved before
+    they existed) loads with zeros and scores a stream's first events differently."""
+    art = load_artifact(model_dir, FeatureSpec(small_settings.features))
+    assert art.weights.h0 is not None and art.weights.c0 is not None
+    assert art.weights.h0.shape == (art.weights.units,) and np.abs(art.weights.c0).max() > 1e-3
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    del meta["initial_state"]
+    (old / "metadata.json").write_text(json.dumps(meta))
+    assert load_artifact(old).weights.h0 is None
+    learned, zeros = _scores(model_dir, small_settings, test_file), _scores(old, small_settings, test_file)
+    assert not np.allclose(learned, zeros)
+
+
 def test_mismatched_feature_config_is_refused_with_the_difference(model_dir: Path) -> None:
     other = FeaturesConfig(categorical=({"name": "channel", "buckets": 5},))
     with pytest.raises(ModelError, match=r"features\.categorical"):

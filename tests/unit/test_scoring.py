@@ -42,10 +42,10 @@ def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) ->
     streams: dict[str, list[int]] = {}
     for i, e in enumerate(events):
         streams.setdefault(e.stream_id, []).append(i)
-    u = art.weights.units
+    h0, c0 = art.weights.h0[None], art.weights.c0[None]  # the learned state a new stream starts from
     for idx in streams.values():
         x = z[idx][None]
-        y, _, _ = model([x, np.zeros((1, u), np.float32), np.zeros((1, u), np.float32)])
+        y, _, _ = model([x, h0, c0])
         y = np.asarray(y)[0].reshape(len(idx), w + 1, nf)
         for t in range(len(idx)):
             lo = max(0, t - w + 1)
