@@ -19,7 +19,7 @@ from typing import Any
 
 from detector.config import KafkaConfig
 from detector.exceptions import KafkaUnavailable
-from detector.kafka_client import REQUEST_TIMEOUT_MS
+from detector.kafka_client import METADATA_MAX_AGE_MS, REQUEST_TIMEOUT_MS
 from detector.logs import RateLimited
 from detector.sink import DeliveryFailed, all_acked, check_flushed
 from detector.source import Partition, Record
@@ -88,6 +88,9 @@ class ConfluentSource:
                 "session.timeout.ms": self.cfg.session_timeout_ms,
                 # 50 ms, as for kafka-python: bounds the added latency of sparse traffic.
                 "fetch.wait.max.ms": 50,
+                # As for kafka-python: a topic or partitions unknown at the group's first join are
+                # picked up within 10 s, not librdkafka's default 5 min.
+                "topic.metadata.refresh.interval.ms": METADATA_MAX_AGE_MS,
             }
         )
         self._consumer.subscribe(

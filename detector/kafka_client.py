@@ -16,6 +16,8 @@ from detector.exceptions import KafkaUnavailable
 log = logging.getLogger(__name__)
 # 10 s: long enough for a broker on a loaded 2-core machine, short enough to fail fast at startup.
 REQUEST_TIMEOUT_MS = 10_000
+# Consumers refresh topic metadata this often (see the consumers for why not the 5 min default).
+METADATA_MAX_AGE_MS = 10_000
 
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:

@@ -178,14 +178,14 @@ class StreamingScorer:
     def score_batch(self, events: list[ParsedEvent], now: float, partitions: np.ndarray | None = None) -> BatchScores:
         n, nf = len(events), self.n_features
         ts = np.array([e.ts for e in events], dtype=np.float64)
-        x = self.spec.base_matrix(events, ts)
+        b = self.spec.buckets_of(events)
+        x = self.spec.base_matrix(events, ts, b)
         slots = self.table.slots_for([e.stream_id for e in events], now, partitions)
         score = np.zeros(n, dtype=np.float32)
         warming = np.zeros(n, dtype=bool)
         feat = np.zeros((n, nf), dtype=np.float32)
         expected = np.zeros((n, nf), dtype=np.float32)
         marks = self.spec.marks(events) if self.spec.n_novelty else None
-        b = self.spec.buckets_of(events).astype(np.int64)
         cats = np.zeros((n, len(self._groups)), np.uint16)
         k = 0
         for j, (g, strides, _) in enumerate(self._groups):

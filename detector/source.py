@@ -17,7 +17,7 @@ from typing import Any
 
 from detector.config import KafkaConfig
 from detector.exceptions import KafkaUnavailable
-from detector.kafka_client import REQUEST_TIMEOUT_MS, client_options
+from detector.kafka_client import METADATA_MAX_AGE_MS, REQUEST_TIMEOUT_MS, client_options
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
@@ -68,6 +68,10 @@ class KafkaSource:
             # 50 ms: the broker answers at once when data is waiting; an idle fetch waits this long,
             # which bounds the added latency for sparse traffic.
             fetch_max_wait_ms=50,
+            # 10 s, not the default 5 min: a group formed while the input topic's metadata was not
+            # yet known (just created, leaders still being elected) assigns no partitions, and only a
+            # metadata refresh triggers the rebalance that fixes it (a CI run waited 120 s for one).
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             **client_options(self.cfg),
         )
         self._consumer.subscribe([self.cfg.input_topic], listener=Listener())
