@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 
-# One BLAS thread for the scorer's small matmuls (notes/prototype-measurements.md): set before
-# NumPy loads.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from detector.runtime import tune_process  # noqa: E402
+
+tune_process()  # as the `detector` command does: the scorer is measured as it runs there
 
 import argparse  # noqa: E402
 import json  # noqa: E402

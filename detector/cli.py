@@ -18,6 +18,7 @@ from typing import Any
 
 from detector.config import Settings, load_config
 from detector.exceptions import ConfigError, DetectorError
+from detector.runtime import tune_process
 
 log = logging.getLogger("detector")
 DEFAULT_CONFIG = "config/detector.yaml"
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_process()  # before NumPy loads: one BLAS thread, batch buffers kept (see detector.runtime)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
