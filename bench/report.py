@@ -13,8 +13,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"# Benchmarks ({r['date']})",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, NumPy {m['numpy']}, "
-        f"OPENBLAS_NUM_THREADS={m['openblas_threads']}. Scoring figures: median of 3 repetitions after a "
-        "warm-up, min and max in brackets.",
+        f"OPENBLAS_NUM_THREADS={m['openblas_threads']}. Scoring figures: median of "
+        f"{r.get('scoring', {}).get('reps', 3)} repetitions after a warm-up, min and max in brackets.",
         "",
     ]
     s = r.get("scoring")
