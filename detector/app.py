@@ -155,7 +155,7 @@ class Detector:
         self.artifact = art
         self.table = StreamTable(
             s.state.max_streams,
-            art.weights.units,
+            art.weights.state_size,
             art.window,
             self.spec.n_features,
             s.state.idle_ttl_seconds,

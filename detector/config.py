@@ -145,6 +145,9 @@ class ModelConfig(_Section):
     watch_seconds: float = Field(10.0, ge=0)
     window: int = Field(16, ge=1, le=256)
     units: int = Field(32, ge=4, le=1024)
+    # Stacked LSTM layers: each adds a step per event and 2 x units floats of state per stream; the
+    # decoder reads the top layer. 1 is the default the speed and memory targets are measured at.
+    layers: int = Field(1, ge=1, le=4)
     epochs: int = Field(8, ge=1, le=1000)
     batch_size: int = Field(64, ge=1)
     chunk_length: int = Field(32, ge=2, le=1024)

@@ -103,7 +103,7 @@ def score_events(
     n_streams = len({e.stream_id for e in events})
     table = StreamTable(
         max(n_streams, 1),
-        weights.units,
+        weights.state_size,
         window,
         spec.n_features,
         n_novelty=spec.n_novelty,

@@ -70,43 +70,62 @@ def keras_env() -> Any:
     return keras
 
 
-def build_model(n_features: int, units: int, window: int, seed: int) -> Any:
+def build_model(n_features: int, units: int, window: int, seed: int, layers: int = 1) -> Any:
+    """Inputs x, then (h0, c0) per layer; outputs y, then (h, c) per layer. Layer 1's names are
+    `lstm`, `h0`, `c0`; layer k's `lstm_k`, `h0_k`, `c0_k` (a one-layer model is the same as before
+    the `layers` key existed)."""
     keras = keras_env()
     init = keras.initializers
     x = keras.Input((None, n_features), name="x")
-    h0 = keras.Input((units,), name="h0")
-    c0 = keras.Input((units,), name="c0")
-    seq, h, c = keras.layers.LSTM(
-        units,
-        return_sequences=True,
-        return_state=True,
-        name="lstm",
-        kernel_initializer=init.GlorotUniform(seed=seed),
-        recurrent_initializer=init.Orthogonal(seed=seed + 1),
-    )(x, initial_state=[h0, c0])
+    seq, ins, outs = x, [], []
+    for k in range(1, layers + 1):
+        sfx = "" if k == 1 else f"_{k}"
+        h0 = keras.Input((units,), name=f"h0{sfx}")
+        c0 = keras.Input((units,), name=f"c0{sfx}")
+        seq, h, c = keras.layers.LSTM(
+            units,
+            return_sequences=True,
+            return_state=True,
+            name=f"lstm{sfx}",
+            kernel_initializer=init.GlorotUniform(seed=seed if k == 1 else seed + 2 * k + 1),
+            recurrent_initializer=init.Orthogonal(seed=seed + 1 if k == 1 else seed + 2 * k + 2),
+        )(seq, initial_state=[h0, c0])
+        ins += [h0, c0]
+        outs += [h, c]
     y = keras.layers.Dense(
         (window + 1) * n_features, name="decoder", kernel_initializer=init.GlorotUniform(seed=seed + 2)
     )(seq)
-    return keras.Model([x, h0, c0], [y, h, c], name="lstm_autoencoder")
+    return keras.Model([x, *ins], [y, *outs], name="lstm_autoencoder")
+
+
+def lstm_layers(model: Any) -> list[Any]:
+    """The model's LSTM layers, bottom first."""
+    names = {layer.name for layer in model.layers}
+    return [model.get_layer(n) for n in ["lstm", *(f"lstm_{k}" for k in range(2, 9))] if n in names]
 
 
 def weights_of(model: Any, initial_state: dict[str, Any] | None = None) -> LstmWeights:
     """The Keras weights as NumPy; `initial_state` ({"h": [...], "c": [...]}, from the metadata)
     is the learned state new streams start from: the Keras model takes (h0, c0) as inputs, so the
     trained vectors travel in metadata.json (float32 values are exact in JSON's float64)."""
-    k, r, b = (np.asarray(a, dtype=np.float32) for a in model.get_layer("lstm").get_weights())
+    layers = [tuple(np.asarray(a, dtype=np.float32) for a in lstm.get_weights()) for lstm in lstm_layers(model)]
+    if not layers:
+        raise ValueError("no layer named 'lstm'")
+    (k, r, b), stack = layers[0], tuple(layers[1:])
     dk, db = (np.asarray(a, dtype=np.float32) for a in model.get_layer("decoder").get_weights())
     if initial_state is None:
-        return LstmWeights(k, r, b, dk, db)
+        return LstmWeights(k, r, b, dk, db, stack=stack)  # type: ignore[arg-type]
     h0, c0 = (np.asarray(initial_state[key], dtype=np.float32) for key in ("h", "c"))
-    if h0.shape != (r.shape[0],) or c0.shape != (r.shape[0],):
-        raise ValueError(f"initial state of {h0.shape} and {c0.shape} for {r.shape[0]} units")
-    return LstmWeights(k, r, b, dk, db, h0, c0)
+    size = r.shape[0] * len(layers)
+    if h0.shape != (size,) or c0.shape != (size,):
+        raise ValueError(f"initial state of {h0.shape} and {c0.shape} for {len(layers)} x {r.shape[0]} units")
+    return LstmWeights(k, r, b, dk, db, h0, c0, stack)  # type: ignore[arg-type]
 
 
 def version_of(weights: LstmWeights, described: dict[str, Any]) -> str:
     h = hashlib.sha256()
-    for a in (weights.kernel, weights.recurrent, weights.bias, weights.dec_kernel, weights.dec_bias):
+    arrays = (weights.kernel, weights.recurrent, weights.bias, weights.dec_kernel, weights.dec_bias)
+    for a in (*arrays, *(a for layer in weights.stack for a in layer)):
         h.update(np.ascontiguousarray(a).tobytes())
     h.update(json.dumps(described, sort_keys=True).encode())
     return h.hexdigest()[:12]
@@ -136,6 +155,7 @@ def make_metadata(
         "features": described,
         "window": window,
         "units": weights.units,
+        "layers": weights.layers,
         "normalization": {"mean": norm.mean.tolist(), "std": norm.std.tolist()},
         "threshold": threshold.to_dict(),
         **extra,

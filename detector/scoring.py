@@ -71,13 +71,27 @@ class LstmWeights:
     bias: np.ndarray  # (4U,)
     dec_kernel: np.ndarray  # (U, W*F)
     dec_bias: np.ndarray  # (W*F,)
-    # The learned initial state (U,) a new stream starts from; None: zeros (models saved before it).
+    # The learned initial state (layers * U,) a new stream starts from; None: zeros (models saved
+    # before it).
     h0: np.ndarray | None = None
     c0: np.ndarray | None = None
+    # Layers 2.. of a stacked LSTM: (kernel (U, 4U), recurrent (U, 4U), bias (4U,)) each; the
+    # decoder reads the top layer's h.
+    stack: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...] = ()
 
     @property
     def units(self) -> int:
+        """Units of each layer."""
         return int(self.recurrent.shape[0])
+
+    @property
+    def layers(self) -> int:
+        return 1 + len(self.stack)
+
+    @property
+    def state_size(self) -> int:
+        """Floats of h (and of c) per stream: every layer's."""
+        return self.units * self.layers
 
 
 @dataclass
@@ -139,8 +153,11 @@ class StreamingScorer:
         scale = np.ones(4 * u, dtype=np.float32)
         scale[: 2 * u] = 0.5
         scale[3 * u :] = 0.5
-        self._w = (np.concatenate([weights.kernel, weights.recurrent]) * scale).astype(np.float32)
-        self._b = (weights.bias * scale).astype(np.float32)
+        # Per layer: the fused, pre-scaled [kernel; recurrent] and bias.
+        self._layers = [
+            ((np.concatenate([k, r]) * scale).astype(np.float32), (b * scale).astype(np.float32))
+            for k, r, b in ((weights.kernel, weights.recurrent, weights.bias), *weights.stack)
+        ]
         dk, db, wf = (
             weights.dec_kernel.astype(np.float32),
             weights.dec_bias.astype(np.float32),
@@ -148,9 +165,12 @@ class StreamingScorer:
         )
         self._dk_rec, self._db_rec = np.ascontiguousarray(dk[:, :wf]), db[:wf].copy()
         self._dk_pred, self._db_pred = np.ascontiguousarray(dk[:, wf:]), db[wf:].copy()
-        self._u = u
-        self._h0 = np.zeros(u, np.float32) if weights.h0 is None else weights.h0.astype(np.float32)
-        self._c0 = np.zeros(u, np.float32) if weights.c0 is None else weights.c0.astype(np.float32)
+        self._u, size = u, weights.state_size
+        self._top = size - u
+        if table.units != size:
+            raise ValueError(f"the stream table holds {table.units} state floats; the model needs {size}")
+        self._h0 = np.zeros(size, np.float32) if weights.h0 is None else weights.h0.astype(np.float32)
+        self._c0 = np.zeros(size, np.float32) if weights.c0 is None else weights.c0.astype(np.float32)
         self._ar = np.arange(window)
         # Per-feature error weights (2, F): reconstruction, prediction. Each feature's squared error
         # is divided by its mean on normal validation data, so a feature that is normally
@@ -167,8 +187,21 @@ class StreamingScorer:
         self._groups = [(g, _strides(g), _one_hot_table(g)) for g in code_groups(table.categorical)]
 
     def step(self, z: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One step of every layer: h and c hold the layers' states side by side (n, layers * U)."""
+        if len(self._layers) == 1:
+            return self._cell(z, h, c, *self._layers[0])
+        u, hs, cs = self._u, [], []
+        for k, (w, b) in enumerate(self._layers):
+            z, c_k = self._cell(z, h[:, k * u : (k + 1) * u], c[:, k * u : (k + 1) * u], w, b)
+            hs.append(z)
+            cs.append(c_k)
+        return np.concatenate(hs, axis=1), np.concatenate(cs, axis=1)
+
+    def _cell(
+        self, z: np.ndarray, h: np.ndarray, c: np.ndarray, w: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         u = self._u
-        g = np.tanh(np.concatenate([z, h], axis=1) @ self._w + self._b)
+        g = np.tanh(np.concatenate([z, h], axis=1) @ w + b)
         i = 0.5 * g[:, :u] + 0.5
         f = 0.5 * g[:, u : 2 * u] + 0.5
         o = 0.5 * g[:, 3 * u :] + 0.5
@@ -226,7 +259,8 @@ class StreamingScorer:
         if fresh.any():  # a new stream starts from the learned initial state
             h_prev[fresh], c_prev[fresh] = self._h0, self._c0
         # Prediction head: what the stream's state before this event expected it to be.
-        pred = h_prev @ self._dk_pred + self._db_pred
+        top = slice(self._top, None)  # the decoder reads the top layer's h
+        pred = h_prev[:, top] @ self._dk_pred + self._db_pred
         pred_d = pred - z
         if self._weighted:
             pred_d *= self._sw_pred
@@ -248,7 +282,7 @@ class StreamingScorer:
         t.count[s] = count
         # Reconstruction head: the last W vectors from the new state, compared where filled.
         target = [ring] + [tab.take(ring_cat[:, :, j], axis=0) for j, (_, _, tab) in enumerate(self._groups)]
-        rec_d = h @ self._dk_rec + self._db_rec
+        rec_d = h[:, top] @ self._dk_rec + self._db_rec
         rec_d -= (np.concatenate(target, axis=2) if len(target) > 1 else ring).reshape(n, w * nf)
         if self._weighted:
             rec_d *= self._sw_rec
@@ -266,7 +300,7 @@ class StreamingScorer:
         if len(hot):
             per_rec = np.square(rec_d[hot].reshape(len(hot), w, nf)).sum(axis=1) / n_valid[hot, None]
             feat[rows[hot]] = (1.0 - a) * per_rec + a * np.square(pred_d[hot])
-        expected[rows] = pred if a > 0 else (h @ self._dk_rec + self._db_rec)[:, -nf:]
+        expected[rows] = pred if a > 0 else (h[:, top] @ self._dk_rec + self._db_rec)[:, -nf:]
         warming[rows] = count <= self.warmup
 
 

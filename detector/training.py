@@ -22,7 +22,7 @@ import numpy as np
 from detector.config import Settings
 from detector.dataset import Dataset, featurize, load_events, score_events
 from detector.features import FeatureSpec
-from detector.model import build_model, keras_env, make_metadata, save_artifact, weights_of
+from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
 from detector.scoring import LstmWeights, Normalizer, StreamingScorer
 from detector.state import StreamTable
 from detector.threshold import calibrate
@@ -73,7 +73,9 @@ class _Trainer:
         import tensorflow as tf
 
         self.model, self.w, self.nf = model, window, n_features
-        self.units = model.get_layer("lstm").units
+        n_layers = len(lstm_layers(model))
+        # h and c travel as every layer's state side by side (B, layers * units), as in the scorer.
+        self.units = model.get_layer("lstm").units * n_layers
         self.h0 = tf.Variable(tf.zeros((self.units,)), name="initial_h")
         self.c0 = tf.Variable(tf.zeros((self.units,)), name="initial_c")
         variables = [*model.trainable_variables, self.h0, self.c0]
@@ -91,7 +93,9 @@ class _Trainer:
             # fresh = 1 on a stream's first chunk: its state is the learned one (gradients reach it).
             h0 = fresh * (h0 * 0.0 + self.h0) + (1.0 - fresh) * h0
             c0 = fresh * (c0 * 0.0 + self.c0) + (1.0 - fresh) * c0
-            y, h, c = model([x, h0, c0], training=training)
+            hs, cs = tf.split(h0, n_layers, axis=1), tf.split(c0, n_layers, axis=1)
+            y, *states = model([x, *(t for pair in zip(hs, cs, strict=True) for t in pair)], training=training)
+            h, c = tf.concat(states[0::2], axis=1), tf.concat(states[1::2], axis=1)
             y = tf.reshape(y, tf.shape(tgt))
             se = tf.square(y - tgt) * mask[..., None]
             return tf.reduce_sum(se), tf.reduce_sum(mask) * n_features, h, c
@@ -175,7 +179,7 @@ def train_from_file(
     norm = Normalizer.fit(raw[np.concatenate(train_idx)], spec.one_hot_columns())
     z = norm.apply(raw)
     seqs = lambda idx: [z[i] for i in idx]  # noqa: E731
-    model = build_model(spec.n_features, mc.units, mc.window, seed)
+    model = build_model(spec.n_features, mc.units, mc.window, seed, mc.layers)
     trainer = _Trainer(model, mc.window, spec.n_features, mc.learning_rate)
     rng = np.random.default_rng(seed)
     history: list[tuple[float, float]] = []
@@ -267,7 +271,12 @@ def fit_error_weights(
     for head, alpha in ((0, 0.0), (1, 1.0)):
         n = max(len({e.stream_id for e in events}), 1)
         table = StreamTable(
-            n, mc.units, mc.window, spec.n_features, n_novelty=spec.n_novelty, categorical=spec.one_hot_blocks()
+            n,
+            weights.state_size,
+            mc.window,
+            spec.n_features,
+            n_novelty=spec.n_novelty,
+            categorical=spec.one_hot_blocks(),
         )
         scorer = StreamingScorer(weights, norm, spec, table, mc.window, mc.warmup_events, alpha)
         errs = []

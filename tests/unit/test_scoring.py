@@ -42,10 +42,12 @@ def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) ->
     streams: dict[str, list[int]] = {}
     for i, e in enumerate(events):
         streams.setdefault(e.stream_id, []).append(i)
-    h0, c0 = art.weights.h0[None], art.weights.c0[None]  # the learned state a new stream starts from
+    # The learned state a new stream starts from, split per layer as the Keras inputs take it.
+    n = art.weights.layers
+    h0, c0 = np.split(art.weights.h0[None], n, axis=1), np.split(art.weights.c0[None], n, axis=1)
     for idx in streams.values():
         x = z[idx][None]
-        y, _, _ = model([x, h0, c0])
+        y, *_ = model([x, *(a for pair in zip(h0, c0, strict=True) for a in pair)])
         y = np.asarray(y)[0].reshape(len(idx), w + 1, nf)
         for t in range(len(idx)):
             lo = max(0, t - w + 1)
@@ -120,6 +122,32 @@ def test_novelty_and_error_weights_stream_equals_keras_offline(
     evs = load_events(test_file, spec).events[: len(events)]
     ref = keras_scores(novelty_art, spec, evs, 3)
     got = stream_scores(novelty_art, spec, evs, batch)
+    assert np.max(np.abs(got - ref)) / max(float(np.median(ref)), 1e-6) <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def stacked_art(small_settings: Settings, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    from detector.training import train_from_file
+
+    data = small_settings.model_dump()
+    data["model"].update(layers=2, epochs=1)
+    out = tmp_path_factory.mktemp("stacked") / "m"
+    train_from_file(Settings(**data), train_file, out, log=lambda _m: None)
+    art = load_artifact(out, FeatureSpec(small_settings.features))
+    art.metadata["_dir"] = str(out)
+    return art
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_two_layer_model_stream_equals_keras_offline(
+    stacked_art: Artifact, events: list, small_settings: Settings, batch: int
+) -> None:
+    """`model.layers: 2`: each stream carries both layers' (h, c); the decoder reads the top one."""
+    spec = FeatureSpec(small_settings.features)
+    w = stacked_art.weights
+    assert w.layers == 2 and w.state_size == 2 * w.units and stacked_art.metadata["layers"] == 2
+    ref = keras_scores(stacked_art, spec, events, 3)
+    got = stream_scores(stacked_art, spec, events, batch)
     assert np.max(np.abs(got - ref)) / max(float(np.median(ref)), 1e-6) <= 1e-5
 
 
