@@ -262,6 +262,16 @@ def _wait_ready(p: subprocess.Popen[bytes], port: int, timeout: float = 300) -> 
         time.sleep(0.05)
 
 
+# What BENCH_METRICS=1 prints of the daemon's metrics after a latency run.
+DIAGNOSTIC_METRICS = (
+    "detector_batch_duration",
+    "detector_checkpoint_duration",
+    "detector_events_total",
+    "detector_dead_letter_total",
+    "detector_alerts_total",
+)
+
+
 def _latency(
     base: Settings, bootstrap: str, model: Path, lines: list[bytes], rate: float, seconds: float, tmp: Path, client: str
 ) -> dict[str, Any]:
@@ -361,13 +371,7 @@ def _latency(
         print("sent->readable p50/p99 ms", np.percentile(ins, [50, 99]) if len(ins) else None, len(ins))
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        print(
-            "\n".join(
-                x
-                for x in text.splitlines()
-                if x.startswith(("detector_batch_duration", "detector_checkpoint_duration", "detector_events_total"))
-            )
-        )
+        print("\n".join(x for x in text.splitlines() if x.startswith(DIAGNOSTIC_METRICS)))
     daemon.send_signal(signal.SIGTERM)
     daemon.communicate(timeout=60)
     cons.close()

@@ -169,6 +169,8 @@ class StreamingScorer:
         self._top = size - u
         if table.units != size:
             raise ValueError(f"the stream table holds {table.units} state floats; the model needs {size}")
+        # A learned initial state was trained to predict a stream's first event too.
+        self._learned_start = weights.h0 is not None
         self._h0 = np.zeros(size, np.float32) if weights.h0 is None else weights.h0.astype(np.float32)
         self._c0 = np.zeros(size, np.float32) if weights.c0 is None else weights.c0.astype(np.float32)
         self._ar = np.arange(window)
@@ -264,7 +266,8 @@ class StreamingScorer:
         pred_d = pred - z
         if self._weighted:
             pred_d *= self._sw_pred
-        pred_d[fresh] = 0.0  # a stream's first event has nothing to be predicted from
+        if not self._learned_start:
+            pred_d[fresh] = 0.0  # zeros predict nothing: the first event gets reconstruction only
         h, c = self.step(z, h_prev, c_prev)
         t.h[s], t.c[s] = h, c
         # The ring is kept in time order (oldest .. newest): shift left, append the new vector.

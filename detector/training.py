@@ -74,6 +74,7 @@ class _Trainer:
 
         self.model, self.w, self.nf = model, window, n_features
         n_layers = len(lstm_layers(model))
+        decoder = model.get_layer("decoder")
         # h and c travel as every layer's state side by side (B, layers * units), as in the scorer.
         self.units = model.get_layer("lstm").units * n_layers
         self.h0 = tf.Variable(tf.zeros((self.units,)), name="initial_h")
@@ -98,7 +99,12 @@ class _Trainer:
             h, c = tf.concat(states[0::2], axis=1), tf.concat(states[1::2], axis=1)
             y = tf.reshape(y, tf.shape(tgt))
             se = tf.square(y - tgt) * mask[..., None]
-            return tf.reduce_sum(se), tf.reduce_sum(mask) * n_features, h, c
+            # The prediction head also learns each stream's first event from the initial state, so
+            # a new stream's first event is scored by both heads (it used to get reconstruction only).
+            first = decoder(hs[-1])[:, -n_features:]
+            se_first = fresh * tf.reduce_sum(tf.square(first - x[:, 0]))
+            n_first = fresh * tf.cast(tf.shape(x)[0] * n_features, tf.float32)
+            return tf.reduce_sum(se) + se_first, tf.reduce_sum(mask) * n_features + n_first, h, c
 
         @tf.function(input_signature=spec)
         def train_step(x: Any, tgt: Any, mask: Any, h0: Any, c0: Any, fresh: Any) -> Any:

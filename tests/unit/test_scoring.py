@@ -45,6 +45,8 @@ def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) ->
     # The learned state a new stream starts from, split per layer as the Keras inputs take it.
     n = art.weights.layers
     h0, c0 = np.split(art.weights.h0[None], n, axis=1), np.split(art.weights.c0[None], n, axis=1)
+    # The prediction of a stream's first event: the decoder on the initial state's top layer.
+    first = np.asarray(model.get_layer("decoder")(h0[-1]))[0, w * nf :]
     for idx in streams.values():
         x = z[idx][None]
         y, *_ = model([x, *(a for pair in zip(h0, c0, strict=True) for a in pair)])
@@ -54,7 +56,7 @@ def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) ->
             target = z[idx][lo : t + 1]
             rec = y[t, w - len(target) : w]
             rec_err = np.square(rec - target).sum(axis=0) / len(target)
-            pred_err = np.square(y[t - 1, w] - z[idx][t]) if t > 0 else np.zeros(nf)
+            pred_err = np.square((y[t - 1, w] if t > 0 else first) - z[idx][t])
             out[idx[t]] = ((1 - a) * rec_err * ew[0] + a * pred_err * ew[1]).sum() / nf
     return out
 
