@@ -10,6 +10,7 @@ Auto-commit is off: the loop commits at checkpoints, after the effects are ackno
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,6 +22,8 @@ from detector.kafka_client import METADATA_MAX_AGE_MS, REQUEST_TIMEOUT_MS, clien
 
 log = logging.getLogger(__name__)
 Partition = tuple[str, int]
+# How long startup waits for the input topic's partitions to be known before joining the group.
+TOPIC_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +77,29 @@ class KafkaSource:
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             **client_options(self.cfg),
         )
+        self._await_topic_metadata()
         self._consumer.subscribe([self.cfg.input_topic], listener=Listener())
         return self
+
+    def _await_topic_metadata(self) -> None:
+        """Know the input topic's partitions before joining the group. A group whose leader joined
+        without them (a topic created a moment before, leaders still being elected) assigned
+        nothing, and kafka-python never rebalanced afterwards: two CI runs waited minutes with no
+        partitions (and a busy poll loop). A topic that does not exist yet is waited for up to the
+        deadline, then subscribed to all the same."""
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + TOPIC_WAIT_S
+        while True:
+            try:
+                if self._consumer.partitions_for_topic(self.cfg.input_topic):
+                    return
+            except KafkaError as exc:
+                raise KafkaUnavailable(f"cannot read the metadata of {self.cfg.input_topic}: {exc}") from None
+            if time.monotonic() >= deadline:
+                log.warning("input topic %s has no partitions yet: subscribing anyway", self.cfg.input_topic)
+                return
+            time.sleep(0.2)  # startup only, bounded by the deadline; each try is a metadata request
 
     def poll(self) -> list[Record]:
         from kafka.errors import KafkaError
