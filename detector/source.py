@@ -71,9 +71,9 @@ class KafkaSource:
             # 50 ms: the broker answers at once when data is waiting; an idle fetch waits this long,
             # which bounds the added latency for sparse traffic.
             fetch_max_wait_ms=50,
-            # 10 s, not the default 5 min: a group formed while the input topic's metadata was not
-            # yet known (just created, leaders still being elected) assigns no partitions, and only a
-            # metadata refresh triggers the rebalance that fixes it (a CI run waited 120 s for one).
+            # 10 s, not the default 5 min: partitions added to the input topic, or a topic that did
+            # not exist at startup, are noticed (and rebalanced to) within seconds. Not enough on its
+            # own for a group formed without the topic's metadata: see _await_topic_metadata.
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             **client_options(self.cfg),
         )

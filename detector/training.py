@@ -76,17 +76,17 @@ class _Trainer:
         n_layers = len(lstm_layers(model))
         decoder = model.get_layer("decoder")
         # h and c travel as every layer's state side by side (B, layers * units), as in the scorer.
-        self.units = model.get_layer("lstm").units * n_layers
-        self.h0 = tf.Variable(tf.zeros((self.units,)), name="initial_h")
-        self.c0 = tf.Variable(tf.zeros((self.units,)), name="initial_c")
+        self.state_size = model.get_layer("lstm").units * n_layers
+        self.h0 = tf.Variable(tf.zeros((self.state_size,)), name="initial_h")
+        self.c0 = tf.Variable(tf.zeros((self.state_size,)), name="initial_c")
         variables = [*model.trainable_variables, self.h0, self.c0]
         self.opt = keras.optimizers.Adam(learning_rate=lr, clipnorm=1.0)
         spec = [
             tf.TensorSpec((None, None, n_features), tf.float32),
             tf.TensorSpec((None, None, window + 1, n_features), tf.float32),
             tf.TensorSpec((None, None, window + 1), tf.float32),
-            tf.TensorSpec((None, self.units), tf.float32),
-            tf.TensorSpec((None, self.units), tf.float32),
+            tf.TensorSpec((None, self.state_size), tf.float32),
+            tf.TensorSpec((None, self.state_size), tf.float32),
             tf.TensorSpec((), tf.float32),
         ]
 
@@ -129,7 +129,7 @@ class _Trainer:
         total, count = 0.0, 0.0
         for g in groups:
             x, tgt, mask = _pack(g, self.w, chunk)
-            h = np.zeros((len(g), self.units), np.float32)
+            h = np.zeros((len(g), self.state_size), np.float32)
             c = np.zeros_like(h)
             for k in range(0, x.shape[1], chunk):
                 sl = slice(k, k + chunk)
