@@ -165,7 +165,7 @@ class Detector:
         self.scorer = StreamingScorer(
             art.weights,
             art.norm,
-            self.spec,
+            art.bind(self.spec),
             self.table,
             art.window,
             s.model.warmup_events,

@@ -97,8 +97,21 @@ class NumericFeature(_Section):
 
 
 class CategoricalFeature(_Section):
+    """A text field hashed (crc32) into `buckets`. `embedding` 0: one 0/1 column per bucket.
+    `embedding` d > 0: d dense columns, the bucket's row of an embedding table learned from the
+    training streams (see detector.embedding), for fields with many values (merchant ids)."""
+
     name: str
-    buckets: int = Field(..., ge=2, le=256)
+    buckets: int = Field(..., ge=2, le=4096)
+    embedding: int = Field(0, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _one_hot_is_small(self) -> CategoricalFeature:
+        if self.embedding == 0 and self.buckets > 256:
+            raise ValueError(f"buckets: {self.buckets} one-hot columns; at most 256 without an embedding")
+        if self.embedding >= self.buckets:
+            raise ValueError(f"embedding: {self.embedding} dimensions for {self.buckets} buckets; use fewer")
+        return self
 
 
 class FeaturesConfig(_Section):

@@ -6,13 +6,16 @@
 
 Columns, in order: numeric fields (after transform and clipping), per-stream derived features
 (log seconds since the stream's previous event; log amount relative to the stream's running
-median), time features (hour-of-day and day-of-week as sin/cos), then one hashed one-hot block
-per categorical field. The per-stream columns need the stream's state and are filled in order by
-`derive` (called by the scorer), which is why they are NaN in `base_matrix`.
+median), time features (hour-of-day and day-of-week as sin/cos), the learned embedding of each
+embedded categorical field, then one hashed one-hot block per other categorical field. The
+per-stream columns need the stream's state and are filled in order by `derive` (called by the
+scorer), which is why they are NaN in `base_matrix`. Embedding columns need the model's tables:
+`spec.with_embeddings(artifact.embeddings)` before `base_matrix`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import zlib
 from dataclasses import dataclass
@@ -89,10 +92,21 @@ class FeatureSpec:
         self.med_col = names.index(f"{cfg.relative_to_median}_vs_median") if cfg.relative_to_median else -1
         self.med_src = [f.name for f in cfg.numeric].index(cfg.relative_to_median) if cfg.relative_to_median else -1
         self.time_col = len(names) - 2 * (cfg.hour_of_day + cfg.day_of_week)
+        # Categorical fields, by their index in ParsedEvent.buckets: embedded ones are dense columns
+        # (before the one-hot blocks, which must come last), the others one-hot blocks.
+        self.embedded: list[tuple[int, int, int]] = []  # (field index, first column, dimensions)
+        for i, c in enumerate(cfg.categorical):
+            if c.embedding:
+                self.embedded.append((i, len(names), c.embedding))
+                names += [f"{c.name}~{k}" for k in range(c.embedding)]
+        self.one_hot_index = [i for i, c in enumerate(cfg.categorical) if not c.embedding]
         self.cat_offsets: list[int] = []
-        for c in cfg.categorical:
+        for i in self.one_hot_index:
             self.cat_offsets.append(len(names))
-            names += [f"{c.name}={b}" for b in range(c.buckets)]
+            names += [f"{cfg.categorical[i].name}={b}" for b in range(cfg.categorical[i].buckets)]
+        # The embedding tables (buckets, dimensions) of the embedded fields, in order; None until
+        # bound to a model's (`with_embeddings`).
+        self.embeddings: tuple[np.ndarray, ...] | None = None if self.embedded else ()
         self.names: tuple[str, ...] = tuple(names)
         self.n_features = len(names)
         # Flat plans for the per-event hot path (validate), built once.
@@ -113,7 +127,28 @@ class FeatureSpec:
 
     def one_hot_blocks(self) -> tuple[int, ...]:
         """Sizes of the one-hot blocks, which are the last columns of the vector, in order."""
-        return tuple(c.buckets for c in self.categorical)
+        return tuple(self.categorical[i].buckets for i in self.one_hot_index)
+
+    def embedded_fields(self) -> list[str]:
+        return [self.categorical[i].name for i, _, _ in self.embedded]
+
+    def with_embeddings(self, tables: dict[str, np.ndarray] | None) -> FeatureSpec:
+        """This spec with the embedding tables of a model (name -> (buckets, dimensions))."""
+        if not self.embedded:
+            return self
+        tables = tables or {}
+        out = []
+        for i, _, dim in self.embedded:
+            c = self.categorical[i]
+            if c.name not in tables:
+                raise ValueError(f"no embedding table for the categorical field {c.name}")
+            t = np.asarray(tables[c.name], dtype=np.float32)
+            if t.shape != (c.buckets, dim) or not np.isfinite(t).all():
+                raise ValueError(f"embedding table of {c.name}: shape {t.shape}, expected ({c.buckets}, {dim}), finite")
+            out.append(t)
+        bound = copy.copy(self)
+        bound.embeddings = tuple(out)
+        return bound
 
     def buckets_of(self, events: list[ParsedEvent]) -> np.ndarray:
         """(n, blocks) each event's bucket in each one-hot block."""
@@ -123,8 +158,8 @@ class FeatureSpec:
         """Boolean mask of the 0/1 columns (categorical one-hot blocks, novelty flags): not standardised."""
         mask = np.zeros(self.n_features, dtype=bool)
         mask[self.new_col : self.new_col + self.n_novelty] = True
-        for off, c in zip(self.cat_offsets, self.categorical, strict=True):
-            mask[off : off + c.buckets] = True
+        for off, i in zip(self.cat_offsets, self.one_hot_index, strict=True):
+            mask[off : off + self.categorical[i].buckets] = True
         return mask
 
     def describe(self) -> dict[str, Any]:
@@ -232,9 +267,14 @@ class FeatureSpec:
         if self.categorical:
             b = self.buckets_of(events) if buckets is None else buckets
             rows = np.arange(n)
-            for i, off in enumerate(self.cat_offsets):
+            for i, off in zip(self.one_hot_index, self.cat_offsets, strict=True):
                 x[:, off : off + self.categorical[i].buckets] = 0.0
                 x[rows, off + b[:, i]] = 1.0
+            if self.embedded:
+                if self.embeddings is None:
+                    raise RuntimeError("embedded categorical fields need the model's tables: spec.with_embeddings()")
+                for (i, off, dim), table in zip(self.embedded, self.embeddings, strict=True):
+                    x[:, off : off + dim] = table[b[:, i]]
         return x
 
     def marks(self, events: list[ParsedEvent]) -> np.ndarray:

@@ -55,6 +55,15 @@ class Artifact:
         return None if ew is None else np.asarray(ew, np.float32)
 
     @property
+    def embeddings(self) -> dict[str, np.ndarray]:
+        """The learned tables of embedded categorical fields (none for other models)."""
+        return {k: np.asarray(v, np.float32) for k, v in (self.metadata.get("embeddings") or {}).items()}
+
+    def bind(self, spec: FeatureSpec) -> FeatureSpec:
+        """`spec` with this model's embedding tables, ready to featurise events for it."""
+        return spec.with_embeddings(self.embeddings)
+
+    @property
     def prediction_weight(self) -> float:
         return float(self.metadata.get("prediction_weight", 0.0))
 
@@ -132,9 +141,9 @@ def version_of(weights: LstmWeights, described: dict[str, Any]) -> str:
 
 
 def _scoring_of(extra: dict[str, Any]) -> dict[str, Any]:
-    """Metadata that changes scores, so the version: error weights and the learned initial state
-    when the model has them."""
-    return {k: extra[k] for k in ("error_weights", "initial_state") if extra.get(k) is not None}
+    """Metadata that changes scores, so the version: error weights, the learned initial state and
+    embedding tables when the model has them."""
+    return {k: extra[k] for k in ("error_weights", "initial_state", "embeddings") if extra.get(k) is not None}
 
 
 def make_metadata(
@@ -180,6 +189,10 @@ def _spec_difference(saved: dict[str, Any], running: dict[str, Any]) -> str | No
     # saved before `novelty` existed had none, which is what the default (off) means.
     defaults = FeaturesConfig().model_dump(mode="json")
     a = {**defaults, **saved.get("config", {})}
+    try:  # nested keys added later too (a categorical field's `embedding`)
+        a = FeaturesConfig(**a).model_dump(mode="json")
+    except ValueError:
+        pass
     b = running.get("config", {})
     if a == b and saved.get("names") == running.get("names"):
         return None
@@ -229,4 +242,10 @@ def load_artifact(path: Path, spec: FeatureSpec | None = None) -> Artifact:
     norm = Normalizer(np.array(stats["mean"], np.float32), np.array(stats["std"], np.float32))
     th = meta["threshold"]
     threshold = Threshold(**th)
-    return Artifact(weights, norm, threshold, meta)
+    art = Artifact(weights, norm, threshold, meta)
+    if spec is not None:
+        try:
+            art.bind(spec)
+        except ValueError as exc:
+            raise ModelError(f"{meta_file}: {exc}") from None
+    return art

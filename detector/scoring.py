@@ -185,6 +185,8 @@ class StreamingScorer:
         # part of the reconstruction target is a row of a small table per group.
         if table.categorical != spec.one_hot_blocks() or table.n_dense != spec.n_features - sum(table.categorical):
             raise ValueError("the stream table's layout does not match the feature spec")
+        if spec.embeddings is None:
+            raise ValueError("the feature spec has embedded fields but no tables: spec.with_embeddings(artifact.embeddings)")
         self._dense = table.n_dense
         self._groups = [(g, _strides(g), _one_hot_table(g)) for g in code_groups(table.categorical)]
 
@@ -222,9 +224,9 @@ class StreamingScorer:
         expected = np.zeros((n, nf), dtype=np.float32)
         marks = self.spec.marks(events) if self.spec.n_novelty else None
         cats = np.zeros((n, len(self._groups)), np.uint16)
-        k = 0
+        k, oh = 0, b[:, self.spec.one_hot_index] if self.spec.embedded else b
         for j, (g, strides, _) in enumerate(self._groups):
-            cats[:, j] = b[:, k : k + len(g)] @ strides
+            cats[:, j] = oh[:, k : k + len(g)] @ strides
             k += len(g)
         for rows in _rounds(slots):
             self._score_round(rows, slots[rows], x, ts, marks, cats, score, warming, feat, expected)

@@ -2,8 +2,9 @@
 
     result = train_from_file(settings, "cards.jsonl", Path("models/default"), log=print)
 
-Steps: validate and featurise every event; keep label == 0 when labels exist; split streams
-(seeded) into train / early-stopping / calibration; fit normalisation on the train streams only;
+Steps: validate every event; keep label == 0 when labels exist; split streams (seeded) into
+train / early-stopping / calibration; fit the categorical embeddings (if any) and the
+normalisation on the train streams only; featurise;
 train with truncated BPTT over chunks of `chunk_length` events, carrying (h, c) across a stream's
 chunks; stop early on the held-out loss; score the calibration streams with the streaming scorer
 and set the threshold; save model.keras + metadata.json (+ training.png).
@@ -21,6 +22,7 @@ import numpy as np
 
 from detector.config import Settings
 from detector.dataset import Dataset, featurize, load_events, score_events
+from detector.embedding import fit_embeddings
 from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
 from detector.scoring import LstmWeights, Normalizer, StreamingScorer
@@ -180,8 +182,12 @@ def train_from_file(
         f"loaded {len(ds.events)} normal events ({sum(ds.invalid.values())} invalid skipped) "
         f"in {time.monotonic() - t0:.1f}s"
     )
-    raw = featurize(spec, ds.events)
     train_idx, val_idx, cal_idx = _split_streams(ds, mc.validation_split, seed)
+    embeddings = fit_embeddings(spec, [ds.events[i] for i in np.sort(np.concatenate(train_idx))])
+    spec = spec.with_embeddings(embeddings)
+    if embeddings:
+        log(f"embeddings of {', '.join(embeddings)} fitted on the training streams")
+    raw = featurize(spec, ds.events)
     norm = Normalizer.fit(raw[np.concatenate(train_idx)], spec.one_hot_columns())
     z = norm.apply(raw)
     seqs = lambda idx: [z[i] for i in idx]  # noqa: E731
@@ -223,6 +229,7 @@ def train_from_file(
         {
             "prediction_weight": mc.prediction_weight,
             "initial_state": best_init,
+            "embeddings": {k: v.tolist() for k, v in embeddings.items()} or None,
             "error_weights": None if error_weights is None else error_weights.tolist(),
             "training": {
                 "data_fingerprint": _fingerprint(Path(data)),

@@ -34,7 +34,7 @@ def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) ->
     """The reference: the saved Keras model over each whole stream, errors computed in NumPy."""
     keras = keras_env()
     model = keras.saving.load_model(Path(art.metadata["_dir"]) / "model.keras", safe_mode=True, compile=False)
-    raw = featurize(spec, events)
+    raw = featurize(art.bind(spec), events)
     z = art.norm.apply(raw)
     w, nf, a = art.window, spec.n_features, art.prediction_weight
     ew = np.ones((2, nf)) if art.error_weights is None else art.error_weights
@@ -151,6 +151,51 @@ def test_two_layer_model_stream_equals_keras_offline(
     ref = keras_scores(stacked_art, spec, events, 3)
     got = stream_scores(stacked_art, spec, events, batch)
     assert np.max(np.abs(got - ref)) / max(float(np.median(ref)), 1e-6) <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def embedded(small_settings: Settings, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """Country and merchant id as learned embeddings instead of one-hot blocks."""
+    from detector.training import train_from_file
+
+    data = small_settings.model_dump()
+    data["features"]["categorical"] = [
+        {"name": "channel", "buckets": 4},
+        {"name": "country", "buckets": 32, "embedding": 3},
+        {"name": "merchant_id", "buckets": 256, "embedding": 4},
+    ]
+    data["model"].update(epochs=1)
+    s = Settings(**data)
+    out = tmp_path_factory.mktemp("embedded") / "m"
+    train_from_file(s, train_file, out, log=lambda _m: None)
+    art = load_artifact(out, FeatureSpec(s.features))
+    art.metadata["_dir"] = str(out)
+    return s, art
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_embedded_fields_stream_equals_keras_offline(embedded: tuple, test_file: Path, batch: int) -> None:
+    s, art = embedded
+    spec = art.bind(FeatureSpec(s.features))
+    assert set(art.embeddings) == {"country", "merchant_id"}
+    assert art.embeddings["merchant_id"].shape == (256, 4) and np.abs(art.embeddings["country"]).sum() > 0
+    evs = [e for e in load_events(test_file, spec).events if e.stream_id < "card-000012"][:600]
+    ref = keras_scores(art, spec, evs, 3)
+    got = stream_scores(art, spec, evs, batch)
+    assert np.max(np.abs(got - ref)) / max(float(np.median(ref)), 1e-6) <= 1e-5
+
+
+def test_a_model_with_embeddings_refuses_a_config_without_them(embedded: tuple, small_settings: Settings) -> None:
+    from detector.exceptions import ModelError
+
+    s, art = embedded
+    with pytest.raises(ModelError, match=r"features\.categorical"):
+        load_artifact(Path(art.metadata["_dir"]), FeatureSpec(small_settings.features))
+    spec = FeatureSpec(s.features)
+    table = StreamTable(4, art.weights.state_size, art.window, spec.n_features, categorical=spec.one_hot_blocks())
+    with pytest.raises(ValueError, match="no tables"):
+        StreamingScorer(art.weights, art.norm, spec, table, art.window, 3)
+    StreamingScorer(art.weights, art.norm, art.bind(spec), table, art.window, 3)  # bound: fine
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
