@@ -26,14 +26,14 @@ def rss_kb() -> int:
 
 
 def case(streams: int, max_streams: int) -> dict[str, Any]:
-    from bench.scoring import events, random_weights
+    from bench.scoring import events, random_embeddings, random_weights
     from detector.config import Settings
     from detector.features import FeatureSpec
     from detector.scoring import Normalizer, StreamingScorer
     from detector.state import _FIELDS, StreamTable
 
     s = Settings()
-    spec = FeatureSpec.from_config(s.features)
+    spec = random_embeddings(FeatureSpec.from_config(s.features), 5)
     f, u, w = spec.n_features, s.model.units, s.model.window
     batch = min(2000, max_streams)  # the daemon's default max_poll_records; a batch must fit the table
     evs = events(spec, batch, 1, 3)  # one batch of parsed events, re-labelled with new stream ids below

@@ -56,6 +56,15 @@ def random_weights(f: int, u: int, w: int, seed: int) -> LstmWeights:
     )
 
 
+def random_embeddings(spec: FeatureSpec, seed: int) -> FeatureSpec:
+    """`spec` bound to random tables for its embedded fields (as a trained model's would be)."""
+    rng = np.random.default_rng(seed)
+    tables = {
+        spec.categorical[i].name: rng.standard_normal((spec.categorical[i].buckets, d)) for i, _, d in spec.embedded
+    }
+    return spec.with_embeddings(tables)
+
+
 def flops_per_event(f: int, u: int, w: int) -> int:
     step = 2 * (f + u) * 4 * u + 10 * u  # fused gate matmul + gate arithmetic
     decode = 2 * u * (w + 1) * f  # reconstruction + prediction heads
@@ -153,7 +162,7 @@ def river_hst(spec: FeatureSpec, evs: list[ParsedEvent], n: int) -> dict[str, An
 
 
 def run(smoke: bool = False) -> dict[str, Any]:
-    spec = FeatureSpec(Settings().features)
+    spec = random_embeddings(FeatureSpec(Settings().features), 5)
     f, u, w = spec.n_features, 32, 16
     n = 20_000 if smoke else 200_000
     # 7 repetitions: on this shared 2-core VM single runs swing by +-30%; the median of 7 (and the

@@ -121,8 +121,11 @@ class FeaturesConfig(_Section):
     numeric: tuple[NumericFeature, ...] = (NumericFeature(name="amount", transform="log1p"),)
     categorical: tuple[CategoricalFeature, ...] = (
         CategoricalFeature(name="channel", buckets=4),
-        CategoricalFeature(name="country", buckets=6),
-        CategoricalFeature(name="merchant_category", buckets=6),
+        # Learned embeddings: `detector evaluate` on the default card scenario, validation seed,
+        # two training seeds: PR-AUC 0.376 / 0.351 with one-hot blocks of 6 buckets, 0.445 / 0.453
+        # with these (and 0.367 with one-hot blocks of 16: the gain is the embedding, not the buckets).
+        CategoricalFeature(name="country", buckets=1024, embedding=4),
+        CategoricalFeature(name="merchant_category", buckets=1024, embedding=4),
     )
     hour_of_day: bool = True
     day_of_week: bool = True

@@ -102,7 +102,9 @@ def evaluate_file(
     if baseline == "river-hst":
         from detector.baseline import river_hst_scores
 
-        hst = river_hst_scores(art.bind(FeatureSpec.from_config(settings.features)), art.norm, ds.events, settings.model.seed)
+        hst = river_hst_scores(
+            art.bind(FeatureSpec.from_config(settings.features)), art.norm, ds.events, settings.model.seed
+        )
         # HST has no calibration of its own: its threshold is the same false-alarm quantile taken on
         # the normal events of this very file, an oracle advantage the LSTM does not get.
         th = float(np.quantile(hst[labels == 0], 1 - settings.model.target_false_alarm_rate))

@@ -186,7 +186,9 @@ class StreamingScorer:
         if table.categorical != spec.one_hot_blocks() or table.n_dense != spec.n_features - sum(table.categorical):
             raise ValueError("the stream table's layout does not match the feature spec")
         if spec.embeddings is None:
-            raise ValueError("the feature spec has embedded fields but no tables: spec.with_embeddings(artifact.embeddings)")
+            raise ValueError(
+                "the feature spec has embedded fields but no tables: spec.with_embeddings(artifact.embeddings)"
+            )
         self._dense = table.n_dense
         self._groups = [(g, _strides(g), _one_hot_table(g)) for g in code_groups(table.categorical)]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.scoring import random_weights
+from bench.scoring import random_embeddings, random_weights
 from detector.config import FeaturesConfig
 from detector.features import FeatureSpec, ParsedEvent
 from detector.scoring import Normalizer, StreamingScorer
@@ -29,7 +29,7 @@ def event(stream: str, i: int) -> ParsedEvent:
 
 
 def test_a_million_new_ids_cannot_grow_memory_past_the_bound() -> None:
-    spec = FeatureSpec(FeaturesConfig())
+    spec = random_embeddings(FeatureSpec(FeaturesConfig()), 5)
     f, u, w = spec.n_features, 32, 16
     table = StreamTable(BOUND, u, w, f, categorical=spec.one_hot_blocks())
     norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))

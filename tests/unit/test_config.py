@@ -39,7 +39,10 @@ def test_every_key_of_the_defaults_is_documented_in_the_yaml() -> None:
         ({"features": {"numeric": [{"name": "label"}]}}, "features"),
         ({"features": {"categorical": [{"name": "m", "buckets": 1024}]}}, "features.categorical.0"),
         ({"features": {"categorical": [{"name": "m", "buckets": 8, "embedding": 8}]}}, "features.categorical.0"),
-        ({"features": {"categorical": [{"name": "m", "buckets": 8, "embedding": -1}]}}, "features.categorical.0.embedding"),
+        (
+            {"features": {"categorical": [{"name": "m", "buckets": 8, "embedding": -1}]}},
+            "features.categorical.0.embedding",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, doc: dict[str, object], key: str) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
+from bench.scoring import random_embeddings
 from detector.config import FeaturesConfig
 from detector.exceptions import InvalidEvent
 from detector.features import FeatureSpec
@@ -23,7 +24,7 @@ GOOD = {
 
 @pytest.fixture
 def spec() -> FeatureSpec:
-    return FeatureSpec(FeaturesConfig())
+    return random_embeddings(FeatureSpec(FeaturesConfig()), 5)
 
 
 def raw(**over: object) -> bytes:
@@ -94,9 +95,11 @@ def test_categorical_hashing_is_stable_and_one_hot(spec: FeatureSpec) -> None:
     b = FeatureSpec(FeaturesConfig()).parse(raw())  # a fresh spec (another process) agrees
     assert a.buckets == b.buckets
     x = spec.base_matrix([a])
-    for off, c in zip(spec.cat_offsets, spec.categorical, strict=True):
-        block = x[0, off : off + c.buckets]
+    assert len(spec.cat_offsets) == len(spec.one_hot_blocks()) == 1  # country, category: embedded
+    for off, n in zip(spec.cat_offsets, spec.one_hot_blocks(), strict=True):
+        block = x[0, off : off + n]
         assert block.sum() == 1.0
+        assert set(np.unique(block)) == {0.0, 1.0}
 
 
 def test_time_features_are_on_the_unit_circle(spec: FeatureSpec) -> None:
@@ -133,7 +136,7 @@ def test_labels_do_not_reach_the_features(spec: FeatureSpec) -> None:
 
 
 def test_novelty_flags_a_value_new_to_the_stream() -> None:
-    spec = FeatureSpec(FeaturesConfig(novelty=("country", "merchant_id")))
+    spec = random_embeddings(FeatureSpec(FeaturesConfig(novelty=("country", "merchant_id"))), 5)
     evs = [spec.parse(raw(country=c, merchant_id="m1")) for c in ("US", "US", "FR", "US")]
     x = spec.base_matrix(evs)
     marks = spec.marks(evs)

@@ -13,11 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.scoring import random_embeddings
 from detector.config import FeaturesConfig, Settings
 from detector.exceptions import INVALID_REASONS, InvalidEvent
 from detector.features import FeatureSpec
 
-SPEC = FeatureSpec(FeaturesConfig())
+SPEC = random_embeddings(FeatureSpec(FeaturesConfig()), 5)
 MAX_BYTES = 65536
 
 scalars = (

@@ -18,6 +18,7 @@ from detector.training import train_from_file
 def _scores(model_dir: Path, settings: Settings, data: Path) -> np.ndarray:
     spec = FeatureSpec(settings.features)
     art = load_artifact(model_dir, spec)
+    spec = art.bind(spec)
     ds = load_events(data, spec)
     return score_events(
         ds.events[:3000], art.weights, art.norm, spec, art.window, 3, art.prediction_weight, art.threshold.value

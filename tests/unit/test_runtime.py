@@ -16,12 +16,12 @@ if sys.argv[1] == "tune":
     from detector.runtime import tune_process
     tune_process()
 import numpy as np
-from bench.scoring import events, random_weights
+from bench.scoring import events, random_embeddings, random_weights
 from detector.config import Settings
 from detector.features import FeatureSpec
 from detector.scoring import Normalizer, StreamingScorer
 from detector.state import StreamTable
-spec = FeatureSpec(Settings().features)
+spec = random_embeddings(FeatureSpec(Settings().features), 5)
 f = spec.n_features
 table = StreamTable(2000, 32, 16, f, categorical=spec.one_hot_blocks())
 norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))

@@ -64,7 +64,7 @@ def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) ->
 @pytest.fixture(scope="module")
 def reference(art: Artifact, events: list, small_settings: Settings, model_dir: Path) -> np.ndarray:
     art.metadata["_dir"] = str(model_dir)
-    return keras_scores(art, FeatureSpec(small_settings.features), events, small_settings.model.warmup_events)
+    return keras_scores(art, art.bind(FeatureSpec(small_settings.features)), events, small_settings.model.warmup_events)
 
 
 def stream_scores(art: Artifact, spec: FeatureSpec, events: list, batch: int) -> np.ndarray:
@@ -87,7 +87,7 @@ def stream_scores(art: Artifact, spec: FeatureSpec, events: list, batch: int) ->
 def test_streaming_equals_keras_offline(
     art: Artifact, events: list, reference: np.ndarray, small_settings: Settings, batch: int
 ) -> None:
-    got = stream_scores(art, FeatureSpec(small_settings.features), events, batch)
+    got = stream_scores(art, art.bind(FeatureSpec(small_settings.features)), events, batch)
     scale = max(float(np.median(reference)), 1e-6)
     assert np.max(np.abs(got - reference)) / scale <= 1e-5
 
@@ -116,7 +116,7 @@ def novelty_art(novelty_settings: Settings, train_file: Path, tmp_path_factory: 
 def test_novelty_and_error_weights_stream_equals_keras_offline(
     novelty_art: Artifact, events: list, novelty_settings: Settings, test_file: Path, batch: int
 ) -> None:
-    spec = FeatureSpec(novelty_settings.features)
+    spec = novelty_art.bind(FeatureSpec(novelty_settings.features))
     ew = novelty_art.error_weights
     assert ew is not None and ew.shape == (2, spec.n_features)
     assert ew.min() > 0 and ew.max() > 1.5  # some feature is weighted up, none past the floor
@@ -145,7 +145,7 @@ def test_two_layer_model_stream_equals_keras_offline(
     stacked_art: Artifact, events: list, small_settings: Settings, batch: int
 ) -> None:
     """`model.layers: 2`: each stream carries both layers' (h, c); the decoder reads the top one."""
-    spec = FeatureSpec(small_settings.features)
+    spec = stacked_art.bind(FeatureSpec(small_settings.features))
     w = stacked_art.weights
     assert w.layers == 2 and w.state_size == 2 * w.units and stacked_art.metadata["layers"] == 2
     ref = keras_scores(stacked_art, spec, events, 3)
@@ -215,14 +215,14 @@ def test_any_interleaving_gives_the_same_scores(
     for k in keys:
         order.append(by_stream[k][cursor[k]])
         cursor[k] += 1
-    got = stream_scores(art, FeatureSpec(small_settings.features), [events[i] for i in order], batch)
+    got = stream_scores(art, art.bind(FeatureSpec(small_settings.features)), [events[i] for i in order], batch)
     scale = max(float(np.median(reference)), 1e-6)
     assert np.max(np.abs(got - reference[order])) / scale <= 1e-5
 
 
 def test_numpy_step_matches_keras_lstm_cell(art: Artifact, small_settings: Settings) -> None:
     keras = keras_env()
-    spec = FeatureSpec(small_settings.features)
+    spec = art.bind(FeatureSpec(small_settings.features))
     u, nf = art.weights.units, spec.n_features
     cell = keras.layers.LSTMCell(u)
     cell.build((None, nf))
@@ -240,14 +240,14 @@ def test_numpy_step_matches_keras_lstm_cell(art: Artifact, small_settings: Setti
 
 
 def test_score_batch_does_not_mutate_its_input(art: Artifact, events: list, small_settings: Settings) -> None:
-    spec = FeatureSpec(small_settings.features)
+    spec = art.bind(FeatureSpec(small_settings.features))
     before = [(e.stream_id, e.ts, e.numeric, e.buckets, dict(e.record)) for e in events[:50]]
     stream_scores(art, spec, events[:50], 16)
     assert before == [(e.stream_id, e.ts, e.numeric, e.buckets, dict(e.record)) for e in events[:50]]
 
 
 def test_warming_events_are_marked(art: Artifact, events: list, small_settings: Settings) -> None:
-    spec = FeatureSpec(small_settings.features)
+    spec = art.bind(FeatureSpec(small_settings.features))
     r = score_events(events, art.weights, art.norm, spec, art.window, 3, art.prediction_weight, -1.0)
     first_three: dict[str, int] = {}
     for i, e in enumerate(events):
@@ -258,7 +258,7 @@ def test_warming_events_are_marked(art: Artifact, events: list, small_settings: 
 
 
 def test_absurd_values_score_finite(art: Artifact, small_settings: Settings) -> None:
-    spec = FeatureSpec(small_settings.features)
+    spec = art.bind(FeatureSpec(small_settings.features))
     import orjson
 
     evs = [
@@ -288,7 +288,7 @@ def test_scores_do_not_change_when_label_fields_are_removed(
 
     from simulators.output import read_jsonl
 
-    spec = FeatureSpec(small_settings.features)
+    spec = art.bind(FeatureSpec(small_settings.features))
     lines = list(read_jsonl(test_file))
     with_labels = [spec.parse(x) for x in lines]
     stripped = []
