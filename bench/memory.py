@@ -29,8 +29,8 @@ def case(streams: int, max_streams: int) -> dict[str, Any]:
     from bench.scoring import events, random_embeddings, random_weights
     from detector.config import Settings
     from detector.features import FeatureSpec
-    from detector.scoring import Normalizer, StreamingScorer
-    from detector.state import _FIELDS, StreamTable
+    from detector.scoring import Normalizer, StreamingScorer, table_for
+    from detector.state import _FIELDS
 
     s = Settings()
     spec = random_embeddings(FeatureSpec.from_config(s.features), 5)
@@ -38,7 +38,7 @@ def case(streams: int, max_streams: int) -> dict[str, Any]:
     batch = min(2000, max_streams)  # the daemon's default max_poll_records; a batch must fit the table
     evs = events(spec, batch, 1, 3)  # one batch of parsed events, re-labelled with new stream ids below
     wts = random_weights(f, u, w, 1)
-    table = StreamTable(max_streams, u, w, f, categorical=spec.one_hot_blocks())
+    table = table_for(spec, max_streams, u, w)
     sc = StreamingScorer(wts, Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32)), spec, table, w, 3, 0.5)
     base = rss_kb()
     for k in range(0, streams, batch):

@@ -22,8 +22,7 @@ import orjson
 from bench.common import rate, repeat
 from detector.config import Settings
 from detector.features import FeatureSpec, ParsedEvent
-from detector.scoring import LstmWeights, Normalizer, StreamingScorer
-from detector.state import StreamTable
+from detector.scoring import LstmWeights, Normalizer, StreamingScorer, table_for
 
 
 def events(spec: FeatureSpec, n: int, streams: int, seed: int) -> list[ParsedEvent]:
@@ -85,7 +84,7 @@ def ours(spec: FeatureSpec, evs: list[ParsedEvent], streams: int, batch: int, re
     f, u, w = spec.n_features, 32, 16
     wts = random_weights(f, u, w, 1)
     norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
-    table = StreamTable(max(streams, batch), u, w, f, categorical=spec.one_hot_blocks())
+    table = table_for(spec, max(streams, batch), u, w)
     sc = StreamingScorer(wts, norm, spec, table, w, 3, 0.5, explain_above=np.inf)
     warm = events(spec, streams * w, streams, 99)  # steady state: every stream already has W events
     for k in range(0, len(warm), 4096):

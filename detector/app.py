@@ -39,10 +39,9 @@ from detector.logs import RateLimited
 from detector.metrics import Metrics, TopStreams, observe_many
 from detector.model import Artifact, load_artifact
 from detector.outbox import Outbox
-from detector.scoring import BatchScores, StreamingScorer
+from detector.scoring import BatchScores, StreamingScorer, table_for
 from detector.sink import DeliveryFailed
 from detector.source import Partition, Record
-from detector.state import StreamTable
 
 log = logging.getLogger("detector")
 # 30 s for the broker to acknowledge a batch's alerts and dead letters: well above a healthy
@@ -153,19 +152,12 @@ class Detector:
         """Serve `art`: a fresh stream table (hidden state is meaningless across weights)."""
         s = self.settings
         self.artifact = art
-        self.table = StreamTable(
-            s.state.max_streams,
-            art.weights.state_size,
-            art.window,
-            self.spec.n_features,
-            s.state.idle_ttl_seconds,
-            self.spec.n_novelty,
-            self.spec.one_hot_blocks(),
-        )
+        spec = art.bind(self.spec)
+        self.table = table_for(spec, s.state.max_streams, art.weights.state_size, art.window, s.state.idle_ttl_seconds)
         self.scorer = StreamingScorer(
             art.weights,
             art.norm,
-            art.bind(self.spec),
+            spec,
             self.table,
             art.window,
             s.model.warmup_events,

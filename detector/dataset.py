@@ -97,18 +97,9 @@ def score_events(
     error_weights: np.ndarray | None = None,
 ) -> Scored:
     """Score events in file order through the streaming scorer, as the daemon would."""
-    from detector.scoring import StreamingScorer
-    from detector.state import StreamTable
+    from detector.scoring import StreamingScorer, table_for
 
-    n_streams = len({e.stream_id for e in events})
-    table = StreamTable(
-        max(n_streams, 1),
-        weights.state_size,
-        window,
-        spec.n_features,
-        n_novelty=spec.n_novelty,
-        categorical=spec.one_hot_blocks(),
-    )
+    table = table_for(spec, max(len({e.stream_id for e in events}), 1), weights.state_size, window)
     scorer = StreamingScorer(weights, norm, spec, table, window, warmup, prediction_weight, error_weights=error_weights)
     scores, warm = [], []
     for k in range(0, len(events), batch):

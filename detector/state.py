@@ -3,9 +3,11 @@ state, in preallocated NumPy arrays indexed by slot; a bounded map from stream i
 
     table = StreamTable(max_streams=100_000, units=32, window=16, n_features=24, categorical=(4, 6, 6))
 
-The ring is stored compactly: the dense columns as float32 (`ring`), and the one-hot blocks at
-the end of the vector (`categorical` gives their sizes) as one uint16 code per group of blocks
-(`ring_cat`, see `code_groups`): the default 16 one-hot columns cost 2 bytes a position, not 64.
+The ring is stored compactly: the dense columns as float32 (`ring`); the columns of embedded
+categorical fields, which follow them (`embedded` gives their dimensions), as each field's bucket;
+and the one-hot blocks at the end of the vector (`categorical` gives their sizes) as one uint16
+code per group of blocks (`ring_cat` holds the buckets, then the codes; see `code_groups`). The
+default features' 8 embedding columns and 4 one-hot columns cost 6 bytes a position, not 48.
     slots = table.slots_for(["card-1", "card-2"], now=time.time())
 
 When the table is full the least recently seen streams are evicted (by the batch in which they
@@ -42,7 +44,7 @@ _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
     "h": ("units", np.float32, 0.0),
     "c": ("units", np.float32, 0.0),
     "ring": ("ring", np.float32, 0.0),  # (W, dense columns)
-    "ring_cat": ("ring_cat", np.uint16, 0),  # (W, code groups): the one-hot blocks' combined code
+    "ring_cat": ("ring_cat", np.uint16, 0),  # (W, embedded fields + code groups): buckets, codes
     "count": ((), np.int64, 0),
     "last_ts": ((), np.float64, 0.0),
     "median": ((), np.float32, 0.0),
@@ -71,12 +73,13 @@ class StreamTable:
         idle_ttl_seconds: float = float("inf"),
         n_novelty: int = 0,
         categorical: tuple[int, ...] = (),
+        embedded: tuple[int, ...] = (),
     ) -> None:
         self.max_streams = max_streams
         self.n_novelty = n_novelty
-        self.categorical = tuple(categorical)
-        self.n_dense = n_features - sum(categorical)
-        self.n_groups = len(code_groups(self.categorical))
+        self.categorical, self.embedded = tuple(categorical), tuple(embedded)
+        self.n_dense = n_features - sum(categorical) - sum(embedded)
+        self.n_groups = len(embedded) + len(code_groups(self.categorical))
         if self.n_dense < 0 or any(not 1 <= b <= 256 for b in categorical):
             raise ValueError("categorical blocks must be 1..256 buckets and fit in n_features")
         self.units, self.window, self.n_features = units, window, n_features

@@ -25,8 +25,7 @@ from detector.dataset import Dataset, featurize, load_events, score_events
 from detector.embedding import fit_embeddings
 from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
-from detector.scoring import LstmWeights, Normalizer, StreamingScorer
-from detector.state import StreamTable
+from detector.scoring import LstmWeights, Normalizer, StreamingScorer, table_for
 from detector.threshold import calibrate
 
 # Floor on a feature's mean squared error (normalised units) when weighting errors: at most 10x.
@@ -282,15 +281,7 @@ def fit_error_weights(
     mc = settings.model
     out = np.ones((2, spec.n_features), np.float32)
     for head, alpha in ((0, 0.0), (1, 1.0)):
-        n = max(len({e.stream_id for e in events}), 1)
-        table = StreamTable(
-            n,
-            weights.state_size,
-            mc.window,
-            spec.n_features,
-            n_novelty=spec.n_novelty,
-            categorical=spec.one_hot_blocks(),
-        )
+        table = table_for(spec, max(len({e.stream_id for e in events}), 1), weights.state_size, mc.window)
         scorer = StreamingScorer(weights, norm, spec, table, mc.window, mc.warmup_events, alpha)
         errs = []
         for k in range(0, len(events), 4096):

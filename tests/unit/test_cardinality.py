@@ -10,8 +10,7 @@ import pytest
 from bench.scoring import random_embeddings, random_weights
 from detector.config import FeaturesConfig
 from detector.features import FeatureSpec, ParsedEvent
-from detector.scoring import Normalizer, StreamingScorer
-from detector.state import StreamTable
+from detector.scoring import Normalizer, StreamingScorer, table_for
 
 pytestmark = pytest.mark.slow
 ATTACK, BOUND, BATCH, LEGIT = 1_000_000, 20_000, 2_000, 20
@@ -31,7 +30,7 @@ def event(stream: str, i: int) -> ParsedEvent:
 def test_a_million_new_ids_cannot_grow_memory_past_the_bound() -> None:
     spec = random_embeddings(FeatureSpec(FeaturesConfig()), 5)
     f, u, w = spec.n_features, 32, 16
-    table = StreamTable(BOUND, u, w, f, categorical=spec.one_hot_blocks())
+    table = table_for(spec, BOUND, u, w)
     norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
     scorer = StreamingScorer(random_weights(f, u, w, 1), norm, spec, table, w, 3, 0.5)
     legit = [f"card-{k}" for k in range(LEGIT)]

@@ -8,10 +8,11 @@ from detector.checkpoint import decode_into, encode, encode_many, record_size
 from detector.state import StreamTable
 
 
-def filled_table(n_novelty: int = 0, categorical: tuple[int, ...] = ()) -> tuple[StreamTable, int]:
-    t = StreamTable(
-        max_streams=10, units=4, window=3, n_features=2 + sum(categorical), n_novelty=n_novelty, categorical=categorical
-    )
+def filled_table(
+    n_novelty: int = 0, categorical: tuple[int, ...] = (), embedded: tuple[int, ...] = ()
+) -> tuple[StreamTable, int]:
+    nf = 2 + sum(categorical) + sum(embedded)
+    t = StreamTable(10, 4, 3, nf, n_novelty=n_novelty, categorical=categorical, embedded=embedded)
     slot = int(t.slots_for(["card-1"], now=0.0, partitions=np.array([2], np.int32))[0])
     rng = np.random.default_rng(0)
     t.h[slot], t.c[slot] = rng.standard_normal(4), rng.standard_normal(4)
@@ -22,13 +23,19 @@ def filled_table(n_novelty: int = 0, categorical: tuple[int, ...] = ()) -> tuple
     return t, slot
 
 
-@pytest.mark.parametrize(("n_novelty", "categorical"), [(0, ()), (2, ()), (0, (3, 4)), (1, (3,))])
-def test_round_trip_restores_every_field(n_novelty: int, categorical: tuple[int, ...]) -> None:
-    t, slot = filled_table(n_novelty, categorical)
+@pytest.mark.parametrize(
+    ("n_novelty", "categorical", "embedded"),
+    [(0, (), ()), (2, (), ()), (0, (3, 4), ()), (1, (3,), ()), (0, (3,), (4, 2))],
+)
+def test_round_trip_restores_every_field(
+    n_novelty: int, categorical: tuple[int, ...], embedded: tuple[int, ...]
+) -> None:
+    t, slot = filled_table(n_novelty, categorical, embedded)
+    assert t.n_dense == 2 and t.n_groups == len(embedded) + (1 if categorical else 0)
     rec = encode(t, slot, "abcdef123456")
     assert len(rec) == record_size(t)
-    nf = 2 + sum(categorical)
-    u = StreamTable(max_streams=10, units=4, window=3, n_features=nf, n_novelty=n_novelty, categorical=categorical)
+    nf = 2 + sum(categorical) + sum(embedded)
+    u = StreamTable(10, 4, 3, nf, n_novelty=n_novelty, categorical=categorical, embedded=embedded)
     s2 = u.slot_for_restore("card-1", 2, now=0.0)
     assert decode_into(u, s2, rec, "abcdef123456")
     assert not decode_into(StreamTable(10, 4, 3, nf, n_novelty=n_novelty + 1), 0, rec, "abcdef123456")

@@ -19,11 +19,11 @@ import numpy as np
 from bench.scoring import events, random_embeddings, random_weights
 from detector.config import Settings
 from detector.features import FeatureSpec
-from detector.scoring import Normalizer, StreamingScorer
+from detector.scoring import Normalizer, StreamingScorer, table_for
 from detector.state import StreamTable
 spec = random_embeddings(FeatureSpec(Settings().features), 5)
 f = spec.n_features
-table = StreamTable(2000, 32, 16, f, categorical=spec.one_hot_blocks())
+table = table_for(spec, 2000, 32, 16)
 norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
 sc = StreamingScorer(random_weights(f, 32, 16, 1), norm, spec, table, 16, 3, 0.5, explain_above=np.inf)
 evs = events(spec, 20480, 2000, 7)

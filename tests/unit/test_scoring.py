@@ -14,8 +14,7 @@ from detector.config import Settings
 from detector.dataset import featurize, load_events, score_events
 from detector.features import FeatureSpec
 from detector.model import Artifact, keras_env, load_artifact
-from detector.scoring import StreamingScorer
-from detector.state import StreamTable
+from detector.scoring import StreamingScorer, table_for
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +191,7 @@ def test_a_model_with_embeddings_refuses_a_config_without_them(embedded: tuple, 
     with pytest.raises(ModelError, match=r"features\.categorical"):
         load_artifact(Path(art.metadata["_dir"]), FeatureSpec(small_settings.features))
     spec = FeatureSpec(s.features)
-    table = StreamTable(4, art.weights.state_size, art.window, spec.n_features, categorical=spec.one_hot_blocks())
+    table = table_for(spec, 4, art.weights.state_size, art.window)
     with pytest.raises(ValueError, match="no tables"):
         StreamingScorer(art.weights, art.norm, spec, table, art.window, 3)
     StreamingScorer(art.weights, art.norm, art.bind(spec), table, art.window, 3)  # bound: fine
@@ -232,7 +231,7 @@ def test_numpy_step_matches_keras_lstm_cell(art: Artifact, small_settings: Setti
     h = rng.standard_normal((5, u)).astype(np.float32)
     c = rng.standard_normal((5, u)).astype(np.float32)
     kh, (_, kc) = cell(x, [h, c])
-    table = StreamTable(10, u, art.window, nf, categorical=spec.one_hot_blocks())
+    table = table_for(spec, 10, u, art.window)
     scorer = StreamingScorer(art.weights, art.norm, spec, table, art.window, 3)
     nh, nc = scorer.step(x, h, c)
     assert np.max(np.abs(nh - np.asarray(kh))) < 1e-5
