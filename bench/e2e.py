@@ -369,6 +369,9 @@ def _latency(
 
         ins = np.array([seen_in[k] - sent[k] for k in sent if k in seen_in]) * 1000
         print("sent->readable p50/p99 ms", np.percentile(ins, [50, 99]) if len(ins) else None, len(ins))
+        # The daemon's own share: from readable in the input topic to scored (its detected_at).
+        own = np.array([detected[k] - seen_in[k] for k in sent if k in seen_in and k in detected]) * 1000
+        print("readable->scored p50/p99 ms", np.percentile(own, [50, 99]) if len(own) else None, len(own))
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         print("\n".join(x for x in text.splitlines() if x.startswith(DIAGNOSTIC_METRICS)))
