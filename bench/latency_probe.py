@@ -1,6 +1,8 @@
 """Latency at one offered rate, several runs, one broker: `PYTHONPATH=. python -m bench.latency_probe 5000 5`.
 
-A quicker loop than the full e2e suite for tuning the 5,000 events/s latency target.
+A quicker loop than the full e2e suite for tuning the 5,000 events/s latency target. With the
+client `broker`, no daemon runs: the same paced load, and each marked event timed from produce to
+readable by a consumer, the floor the broker and the load generator set on this machine.
 """
 
 from __future__ import annotations
@@ -24,14 +26,20 @@ def main() -> None:
     base = Settings()
     with tempfile.TemporaryDirectory() as tmpd, e2e.LocalBroker() as broker:
         tmp = Path(tmpd)
-        model = e2e._model(base, tmp, False)
         lines = e2e._lines(int(rate * 10), 10_000, 8)
         # The broker's JIT warms up over ~30 s of load (a cold broker alone adds seconds of
         # produce-to-readable delay): a million events through it first, as the e2e suite does.
         warm = e2e._lines(500_000, 10_000, 9)
+        loader = "confluent" if client == "broker" else client
         for k in range(2):
-            e2e._produce(broker.bootstrap, f"warm-{k}", warm, client)
-            e2e._bare_consume(broker.bootstrap, f"warm-{k}", len(warm), client)
+            e2e._produce(broker.bootstrap, f"warm-{k}", warm, loader)
+            e2e._bare_consume(broker.bootstrap, f"warm-{k}", len(warm), loader)
+        if client == "broker":
+            for _ in range(reps):
+                pct = _broker_only(broker.bootstrap, lines, rate, 10)
+                print(f"broker only, {rate:,.0f} ev/s: produce->readable p50/p95/p99 {pct} ms", flush=True)
+            return
+        model = e2e._model(base, tmp, False)
         e2e._latency(base, broker.bootstrap, model, lines, rate, 5, tmp, client)
         for _ in range(reps):
             r = e2e._latency(base, broker.bootstrap, model, lines, rate, 10, tmp, client)
@@ -41,6 +49,59 @@ def main() -> None:
                 f"scored->read {r['scored_to_read_p50_p99_ms']}",
                 flush=True,
             )
+
+
+def _broker_only(bootstrap: str, lines: list[bytes], rate: float, seconds: float) -> list[float]:
+    """Produce->readable of every 50th event at `rate`, no daemon: e2e._latency's load and reader."""
+    import threading
+    import time
+    import uuid
+
+    import numpy as np
+    import orjson
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    topic = f"floor-{uuid.uuid4().hex[:6]}"
+    prod = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0})
+    prod.produce(topic, b"{}")  # auto-creates the topic (4 partitions, as the daemon's)
+    prod.flush(10)
+    cons = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "fetch.wait.max.ms": 5})
+    parts = cons.list_topics(topic, timeout=10).topics[topic].partitions
+    cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            m = cons.poll(0.05)
+            v = m.value() if m is not None and m.error() is None else None
+            if v and b'"mark"' in v:
+                seen.setdefault(orjson.loads(v)["event_id"], time.time())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    n, t0 = int(rate * seconds), time.monotonic()
+    for i, x in enumerate(lines[:n]):
+        wait = t0 + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        ev = orjson.loads(x)
+        ev["event_id"] = f"{topic}-{i}"
+        if i % 50 == 49:
+            ev["mark"] = True
+            sent[ev["event_id"]] = time.time()
+        prod.produce(topic, orjson.dumps(ev), ev["stream_id"].encode())
+        prod.poll(0)
+    prod.flush(10)
+    end = time.monotonic() + 30
+    while len(seen) < len(sent) and time.monotonic() < end:
+        time.sleep(0.1)
+    stop.set()
+    reader.join(5)
+    cons.close()
+    lat = np.array([seen[k] - sent[k] for k in sent if k in seen]) * 1000
+    return [round(float(v), 1) for v in np.percentile(lat, [50, 95, 99])] if len(lat) else []
 
 
 if __name__ == "__main__":
