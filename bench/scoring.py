@@ -49,7 +49,7 @@ def events(spec: FeatureSpec, n: int, streams: int, seed: int) -> list[ParsedEve
 
 def random_weights(f: int, u: int, w: int, seed: int) -> LstmWeights:
     rng = np.random.default_rng(seed)
-    r = lambda *shape: (rng.standard_normal(shape) * 0.1).astype(np.float32)  # noqa: E731
+    r = lambda *shape: np.asarray(rng.standard_normal(shape) * 0.1, np.float32)  # noqa: E731
     return LstmWeights(
         r(f, 4 * u), r(u, 4 * u), np.zeros(4 * u, np.float32), r(u, (w + 1) * f), np.zeros((w + 1) * f, np.float32)
     )

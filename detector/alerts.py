@@ -1,6 +1,6 @@
 """Alerts from scores: threshold, severity, explanation, per-stream cooldown. Pure.
 
-    policy = AlertPolicy(threshold, version="abc", names=spec.names, cooldown_seconds=60,
+    policy = AlertPolicy(threshold, version="abc", explainer=Explainer(spec), cooldown_seconds=60,
                          passthrough=("amount",))
     alerts = policy.alerts_for(events, scores, detected_at=time.time())
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from detector.explain import Explainer
 from detector.features import ParsedEvent
 from detector.scoring import BatchScores
 from detector.threshold import Threshold
@@ -33,7 +34,7 @@ def iso(ts: float) -> str:
 class AlertPolicy:
     threshold: Threshold
     version: str
-    names: tuple[str, ...]
+    explainer: Explainer
     cooldown_seconds: float = 0.0
     passthrough: tuple[str, ...] = ()
     suppressed_total: int = 0
@@ -49,7 +50,7 @@ class AlertPolicy:
         out = []
         detected = iso(detected_at)
         threshold = round(self.threshold.value, 6)
-        explained = scores.top_features(hits, self.names, 3)
+        explained = self.explainer.top(scores, hits, events, 3)
         for i, top in zip(hits.tolist(), explained, strict=True):
             ev = events[i]
             held = 0

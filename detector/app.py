@@ -32,6 +32,7 @@ from detector.backend import Sink, Source, make_sink, make_source
 from detector.changelog import read_partition
 from detector.config import Settings
 from detector.exceptions import DetectorError, InvalidEvent, KafkaUnavailable
+from detector.explain import Explainer
 from detector.features import FeatureSpec, ParsedEvent, dumps
 from detector.health import HealthServer, HealthState
 from detector.kafka_client import ensure_topics, partition_count
@@ -166,7 +167,11 @@ class Detector:
             error_weights=art.error_weights,
         )
         self.policy = AlertPolicy(
-            art.threshold, art.version, self.spec.names, s.alerts.cooldown_seconds, s.alerts.passthrough_fields
+            art.threshold,
+            art.version,
+            Explainer(spec, art.bucket_labels),
+            s.alerts.cooldown_seconds,
+            s.alerts.passthrough_fields,
         )
         self._reported["suppressed"] = self._reported["evictions"] = 0
         self.metrics.threshold.set(art.threshold.value)

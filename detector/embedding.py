@@ -34,6 +34,24 @@ def fit_embeddings(spec: FeatureSpec, events: list[ParsedEvent]) -> dict[str, np
     return out
 
 
+def bucket_labels(spec: FeatureSpec, events: list[ParsedEvent]) -> dict[str, dict[str, str]]:
+    """Per categorical field: each seen bucket's most frequent value (ties: the first in sort
+    order), so an explanation can name a value instead of a bucket."""
+    out = {}
+    for i, c in enumerate(spec.categorical):
+        name = c.name
+        counts: dict[tuple[int, str], int] = {}
+        for e in events:
+            key = (e.buckets[i], str(e.record.get(name)))
+            counts[key] = counts.get(key, 0) + 1
+        best: dict[int, tuple[int, str]] = {}
+        for (b, v), n in sorted(counts.items()):
+            if b not in best or n > best[b][0]:
+                best[b] = (n, v)
+        out[name] = {str(b): v for b, (_, v) in sorted(best.items())}
+    return out
+
+
 def co_occurrence(streams: np.ndarray, values: np.ndarray, n_values: int) -> np.ndarray:
     """(n_values, n_values): sum over streams of p_s(a) * p_s(b), a != b, where p_s is the share of
     the stream's events with each value."""

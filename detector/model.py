@@ -59,6 +59,11 @@ class Artifact:
         """The learned tables of embedded categorical fields (none for other models)."""
         return {k: np.asarray(v, np.float32) for k, v in (self.metadata.get("embeddings") or {}).items()}
 
+    @property
+    def bucket_labels(self) -> dict[str, dict[str, str]]:
+        """Per categorical field: bucket -> its most frequent training value (for explanations)."""
+        return dict(self.metadata.get("bucket_labels") or {})
+
     def bind(self, spec: FeatureSpec) -> FeatureSpec:
         """`spec` with this model's embedding tables, ready to featurise events for it."""
         return spec.with_embeddings(self.embeddings)

@@ -2,7 +2,7 @@
 
     scorer = StreamingScorer(weights, norm, spec, table, window=16, warmup_events=3, explain_above=threshold)
     out = scorer.score_batch(parsed_events, now=time.time())
-    out.score[i], out.warming[i], out.top_features(np.array([i]), names, k=3)[0]
+    out.score[i], out.warming[i], out.feature_error[i]   # explanations: detector.explain
 
 For each event: fill its per-stream features, normalise, compare the vector with what the
 stream's state before it predicted (prediction head), run one LSTM step from the stream's (h, c),
@@ -20,7 +20,6 @@ the tf.function at batch 1,024 (see notes/prototype-measurements.md); the weight
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,29 +101,6 @@ class BatchScores:
     observed: np.ndarray  # (n, F) raw feature values of the event
     expected: np.ndarray  # (n, F) the model's reconstruction of the event, in raw units
     slots: np.ndarray  # (n,) each event's slot in the stream table
-
-    def top_features(self, rows: np.ndarray, names: tuple[str, ...], k: int = 3) -> list[list[dict[str, object]]]:
-        """For each row: its k features with the largest share of the error, with the observed
-        value and the value the model expected (raw units; None where not finite)."""
-        if len(rows) == 0:
-            return []
-        e = self.feature_error[rows].astype(np.float64)
-        order = np.argsort(-e, axis=1, kind="stable")[:, :k]
-        take = np.take_along_axis
-        shares = (take(e, order, axis=1) / np.maximum(e.sum(axis=1, keepdims=True), 1e-12)).tolist()
-        values = take(self.observed[rows], order, axis=1).tolist()
-        expected = take(self.expected[rows], order, axis=1).tolist()
-        return [
-            [
-                {"name": names[j], "value": _num(v), "expected": _num(x), "share": round(sh, 4)}
-                for j, v, x, sh in zip(o, vs, xs, ss, strict=True)
-            ]
-            for o, vs, xs, ss in zip(order.tolist(), values, expected, shares, strict=True)
-        ]
-
-
-def _num(v: float) -> float | None:
-    return round(v, 4) if math.isfinite(v) else None
 
 
 class StreamingScorer:

@@ -22,7 +22,7 @@ import numpy as np
 
 from detector.config import Settings
 from detector.dataset import Dataset, featurize, load_events, score_events
-from detector.embedding import fit_embeddings
+from detector.embedding import bucket_labels, fit_embeddings
 from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
 from detector.scoring import LstmWeights, Normalizer, StreamingScorer, table_for
@@ -182,7 +182,8 @@ def train_from_file(
         f"in {time.monotonic() - t0:.1f}s"
     )
     train_idx, val_idx, cal_idx = _split_streams(ds, mc.validation_split, seed)
-    embeddings = fit_embeddings(spec, [ds.events[i] for i in np.sort(np.concatenate(train_idx))])
+    train_events = [ds.events[i] for i in np.sort(np.concatenate(train_idx))]
+    embeddings = fit_embeddings(spec, train_events)
     spec = spec.with_embeddings(embeddings)
     if embeddings:
         log(f"embeddings of {', '.join(embeddings)} fitted on the training streams")
@@ -229,6 +230,7 @@ def train_from_file(
             "prediction_weight": mc.prediction_weight,
             "initial_state": best_init,
             "embeddings": {k: v.tolist() for k, v in embeddings.items()} or None,
+            "bucket_labels": bucket_labels(spec, train_events) or None,
             "error_weights": None if error_weights is None else error_weights.tolist(),
             "training": {
                 "data_fingerprint": _fingerprint(Path(data)),

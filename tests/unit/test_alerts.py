@@ -7,8 +7,10 @@ import jsonschema
 import numpy as np
 import orjson
 
+from bench.scoring import random_embeddings
 from detector.alerts import AlertPolicy
 from detector.config import FeaturesConfig
+from detector.explain import Explainer
 from detector.features import FeatureSpec
 from detector.scoring import BatchScores
 from detector.threshold import Threshold
@@ -47,7 +49,7 @@ def batch(spec: FeatureSpec, scores: list[float], streams: list[str], ts: list[f
 
 def policy(spec: FeatureSpec, cooldown: float = 0.0) -> AlertPolicy:
     th = Threshold(value=1.0, critical=5.0, method="pot", target_rate=1e-4, n_calibration=10)
-    return AlertPolicy(th, "v1", spec.names, cooldown, ("amount", "missing_field"))
+    return AlertPolicy(th, "v1", Explainer(spec), cooldown, ("amount", "missing_field"))
 
 
 def test_alerts_match_the_schema_and_carry_explanations() -> None:
@@ -63,6 +65,53 @@ def test_alerts_match_the_schema_and_carry_explanations() -> None:
         assert a["alert_id"] == f"v1:{a['event_id']}"
         shares = [f["share"] for f in a["top_features"]]
         assert shares == sorted(shares, reverse=True)
+        assert all(type(x) is float for x in shares)  # plain JSON numbers, not NumPy scalars
+
+
+def test_an_embedded_field_is_explained_as_one_feature_with_values_as_text() -> None:
+    spec = random_embeddings(FeatureSpec(FeaturesConfig()), 5)
+    evs, sc = batch(spec, [9.0], ["a"], [1e9])
+    country = spec.categorical.index(next(c for c in spec.categorical if c.name == "country"))
+    _, off, d = next(x for x in spec.embedded if x[0] == country)
+    assert spec.embeddings is not None
+    table = spec.embeddings[[i for i, _, _ in spec.embedded].index(country)]
+    us = evs[0].buckets[country]
+    fr = spec.parse(orjson.dumps({**evs[0].record, "country": "FR"}))
+    assert fr.buckets[country] != us
+    labels = {"country": {str(us): "US", str(fr.buckets[country]): "FR"}}
+    sc.feature_error[:] = 0.01
+    sc.feature_error[0, off : off + d] = 1.0  # the country's columns carry most of the error
+    sc.expected[0, off : off + d] = table[fr.buckets[country]] + 0.01  # the model expected France
+    alerts = AlertPolicy(sc_threshold(), "v1", Explainer(spec, labels)).alerts_for(evs, sc, 1e9)
+    top = alerts[0]["top_features"][0]
+    jsonschema.validate(alerts[0], SCHEMA)
+    assert top["name"] == "country" and top["value"] == "US" and top["expected"] == "FR"
+    assert top["share"] == round(d / (d + 0.01 * (spec.n_features - d)), 4)
+    names = [f["name"] for f in alerts[0]["top_features"]]
+    assert not any("~" in n for n in names)  # no embedding column is ever named alone
+
+
+def test_a_one_hot_field_is_explained_as_one_feature_with_values_as_text() -> None:
+    spec = FeatureSpec(FeaturesConfig(categorical=({"name": "channel", "buckets": 4},)))
+    evs, sc = batch(spec, [9.0], ["a"], [1e9])  # a "pos" purchase
+    pos = evs[0].buckets[0]
+    ecom = spec.parse(orjson.dumps({**evs[0].record, "channel": "ecom"})).buckets[0]
+    assert ecom != pos
+    off = spec.cat_offsets[0]
+    sc.feature_error[:] = 0.01
+    sc.feature_error[0, off : off + 4] = 0.5
+    sc.expected[0, off : off + 4] = 0.0
+    sc.expected[0, off + ecom] = 0.9  # the model expected an online purchase
+    labels = {"channel": {str(pos): "pos", str(ecom): "ecom"}}
+    alerts = AlertPolicy(sc_threshold(), "v1", Explainer(spec, labels)).alerts_for(evs, sc, 1e9)
+    jsonschema.validate(alerts[0], SCHEMA)
+    top = alerts[0]["top_features"][0]
+    assert (top["name"], top["value"], top["expected"]) == ("channel", "pos", "ecom")
+    assert not any("=" in f["name"] for f in alerts[0]["top_features"])
+
+
+def sc_threshold() -> Threshold:
+    return Threshold(value=1.0, critical=5.0, method="pot", target_rate=1e-4, n_calibration=10)
 
 
 def test_warming_events_never_alert() -> None:

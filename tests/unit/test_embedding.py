@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from detector.config import FeaturesConfig
-from detector.embedding import co_occurrence, embed, fit_embeddings
-from detector.features import FeatureSpec
+from detector.embedding import bucket_labels, co_occurrence, embed, fit_embeddings
+from detector.features import FeatureSpec, ParsedEvent
 
 
 def _spec() -> FeatureSpec:
@@ -23,7 +23,7 @@ def _spec() -> FeatureSpec:
     )
 
 
-def _event(spec: FeatureSpec, stream: str, i: int, merchant: str) -> object:
+def _event(spec: FeatureSpec, stream: str, i: int, merchant: str) -> ParsedEvent:
     rec = {"event_id": f"{stream}-{i}", "stream_id": stream, "ts": 1e9 + i, "amount": 5.0}
     return spec.parse(orjson.dumps({**rec, "channel": "pos", "merchant_id": merchant}))
 
@@ -69,3 +69,14 @@ def test_fit_is_deterministic_and_bound_tables_fill_the_dense_columns() -> None:
         spec.with_embeddings({"merchant_id": np.zeros((64, 2))})
     with pytest.raises(ValueError, match="no embedding table for the categorical field merchant_id"):
         spec.with_embeddings({})
+
+
+def test_each_seen_bucket_is_labelled_with_its_most_frequent_value() -> None:
+    spec = _spec()
+    # m1 and m3 share a bucket of 64 when their crc32s agree mod 64: find two values that do.
+    bucket = {m: spec.parse(orjson.dumps({**_event(spec, "s", 0, m).record})).buckets[1] for m in map(str, range(500))}
+    a, b = next((x, y) for x in bucket for y in bucket if x < y and bucket[x] == bucket[y])
+    c = next(x for x in bucket if bucket[x] != bucket[a])
+    events = [_event(spec, "s", i, m) for i, m in enumerate([a, b, b, c])]
+    labels = bucket_labels(spec, events)["merchant_id"]
+    assert labels == {str(bucket[a]): b, str(bucket[c]): c}  # the shared bucket: its most frequent value
