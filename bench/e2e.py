@@ -272,11 +272,20 @@ DIAGNOSTIC_METRICS = (
 )
 
 
+# The latency load's producer linger, librdkafka's own default: 5 ms. With 0 (before 2026-12-02)
+# the load generator sent 5,000 one-event requests a second, and on these 2 cores the broker fell
+# behind them: produce to readable took p50 0.7-2 s with the daemon running (0.5 ms to 0.8 s
+# without it); with 5 ms, p50 4-10 ms, and event-to-alert p50 15 / 12 / 12 ms against 1,132 /
+# 943 / 754 in runs side by side. BENCH_LOAD_LINGER_MS overrides it for experiments.
+LOAD_LINGER_MS = float(os.environ.get("BENCH_LOAD_LINGER_MS", "5"))
+
+
 def _latency(
     base: Settings, bootstrap: str, model: Path, lines: list[bytes], rate: float, seconds: float, tmp: Path, client: str
 ) -> dict[str, Any]:
-    """The daemon on `client`; the load is offered by a confluent producer (linger 0), so that
-    20,000 events/s can be offered at all, and alerts read by a confluent consumer."""
+    """The daemon on `client`; the load is offered by a confluent producer (librdkafka, so that
+    20,000 events/s can be offered at all; linger LOAD_LINGER_MS), and alerts read by a confluent
+    consumer. Each event is timestamped before it is handed to the producer, so the linger counts."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
     from detector.features import parse_timestamp
@@ -336,7 +345,7 @@ def _latency(
                     seen_in.setdefault(orjson.loads(v)["event_id"], time.time())
 
         threading.Thread(target=read_in, daemon=True).start()
-    prod = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0})
+    prod = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": LOAD_LINGER_MS})
     n = int(rate * seconds)
     # Events keep their simulated spacing, shifted to end now. (Re-stamping every event "now"
     # made each card buy every 2 s: a velocity anomaly on every event, so the run measured an

@@ -61,8 +61,10 @@ def _broker_only(bootstrap: str, lines: list[bytes], rate: float, seconds: float
     import orjson
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+    from bench.e2e import LOAD_LINGER_MS
+
     topic = f"floor-{uuid.uuid4().hex[:6]}"
-    prod = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0})
+    prod = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": LOAD_LINGER_MS})
     prod.produce(topic, b"{}")  # auto-creates the topic (4 partitions, as the daemon's)
     prod.flush(10)
     cons = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "fetch.wait.max.ms": 5})

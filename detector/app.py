@@ -60,6 +60,7 @@ class _Incremental:
     records: list[tuple[bytes, bytes | None, int]]
     started: float
     sent: list[Any] = field(default_factory=list)
+    chunk: list[Any] = field(default_factory=list)  # the futures of the last chunk sent
     cursor: int = 0
     sending_since: float | None = None
 
@@ -366,12 +367,18 @@ class Detector:
                 return
             if inc.sending_since is None:
                 inc.sending_since = now
-            topic = self.settings.kafka.state_topic
-            end = min(inc.cursor + CHECKPOINT_CHUNK, len(inc.records))
-            for key, value, part in inc.records[inc.cursor : end]:
-                self._sink.send(topic, key, value, partition=part)
-            inc.cursor = end
-            inc.sent += self._sink.take_pending()
+            if inc.cursor < len(inc.records):
+                # One chunk in flight at a time: an alert raised meanwhile waits behind at most one
+                # chunk of state in the producer, not the whole snapshot.
+                if inc.chunk and not self._sink.all_acked(inc.chunk):
+                    return
+                topic = self.settings.kafka.state_topic
+                end = min(inc.cursor + CHECKPOINT_CHUNK, len(inc.records))
+                for key, value, part in inc.records[inc.cursor : end]:
+                    self._sink.send(topic, key, value, partition=part)
+                inc.cursor = end
+                inc.chunk = self._sink.take_pending()
+                inc.sent += inc.chunk
             if inc.cursor < len(inc.records) or not self._sink.all_acked(inc.sent):
                 return
             self._source.commit(inc.offsets)
