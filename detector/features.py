@@ -129,9 +129,6 @@ class FeatureSpec:
         """Sizes of the one-hot blocks, which are the last columns of the vector, in order."""
         return tuple(self.categorical[i].buckets for i in self.one_hot_index)
 
-    def embedded_fields(self) -> list[str]:
-        return [self.categorical[i].name for i, _, _ in self.embedded]
-
     def with_embeddings(self, tables: dict[str, np.ndarray] | None) -> FeatureSpec:
         """This spec with the embedding tables of a model (name -> (buckets, dimensions))."""
         if not self.embedded:
