@@ -37,8 +37,9 @@ class Normalizer:
     mean: np.ndarray  # (F,)
     std: np.ndarray  # (F,)
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        z = (x - self.mean) / self.std
+    def apply(self, x: np.ndarray, cols: slice = slice(None)) -> np.ndarray:
+        """Normalised `x`, whose columns are the vector's `cols` (all by default)."""
+        z = (x - self.mean[cols]) / self.std[cols]
         np.copyto(z, 0.0, where=np.isnan(z))  # unknown per-stream features (first event) = expected
         return np.clip(z, -Z_CLIP, Z_CLIP, out=z).astype(np.float32, copy=False)
 
@@ -168,11 +169,14 @@ class StreamingScorer:
             )
         self._dense = table.n_dense
         emb = zip(spec.embedded, spec.embeddings, strict=True)
-        lookups = [_normalised(tab, norm, off) for (_, off, _), tab in emb]
-        lookups += [_one_hot_table(g) for g in code_groups(table.categorical)]
+        # An embedding's target rows: its table normalised as `norm.apply` maps those columns.
+        lookups = [norm.apply(tab, slice(off, off + tab.shape[1])) for (_, off, _), tab in emb]
+        groups = code_groups(table.categorical)
+        lookups += [_one_hot_table(g) for g in groups]
         self._n_codes = len(lookups)
         self._runs = _runs(lookups)
-        self._groups = [(g, _strides(g)) for g in code_groups(table.categorical)]
+        self._groups = [(g, _strides(g)) for g in groups]
+        self._emb_index = [i for i, _, _ in spec.embedded]
 
     def step(self, z: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One step of every layer: h and c hold the layers' states side by side (n, layers * U)."""
@@ -209,7 +213,7 @@ class StreamingScorer:
         marks = self.spec.marks(events) if self.spec.n_novelty else None
         cats = np.zeros((n, self._n_codes), np.uint16)
         k, j, oh = 0, len(self.spec.embedded), b[:, self.spec.one_hot_index] if self.spec.embedded else b
-        cats[:, :j] = b[:, [i for i, _, _ in self.spec.embedded]]
+        cats[:, :j] = b[:, self._emb_index]
         for g, strides in self._groups:
             cats[:, j] = oh[:, k : k + len(g)] @ strides
             k, j = k + len(g), j + 1
@@ -310,14 +314,6 @@ def _layout(spec: FeatureSpec) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     """(one-hot block sizes, embedding dimensions, dense columns) of the ring for `spec`."""
     blocks, dims = spec.one_hot_blocks(), tuple(d for _, _, d in spec.embedded)
     return blocks, dims, spec.n_features - sum(blocks) - sum(dims)
-
-
-def _normalised(table: np.ndarray, norm: Normalizer, off: int) -> np.ndarray:
-    """An embedding table as `norm.apply` maps its columns: the same float32 operations, so a
-    target built from it equals the normalised vector bit for bit."""
-    cols = slice(off, off + table.shape[1])
-    z = (table.astype(np.float32) - norm.mean[cols]) / norm.std[cols]
-    return np.clip(z, -Z_CLIP, Z_CLIP).astype(np.float32)
 
 
 def _runs(lookups: list[np.ndarray]) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
