@@ -166,6 +166,7 @@ class Detector:
             art.prediction_weight,
             explain_above=art.threshold.value,
             error_weights=art.error_weights,
+            evidence=art.evidence,
         )
         self.policy = AlertPolicy(
             art.threshold,

@@ -4,7 +4,7 @@
     decode_into(table, slot, rec, model_version)       # False when the record is for another model
 
 Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes), source
-u32 (CRC-32 of the input topic), count i64, last_ts f64, median f32, recent f32, input offset of
+u32 (CRC-32 of the input topic), count i64, last_ts f64, median f32, recent f32, evidence f32, input offset of
 the last applied event i64, then h, c (units f32 each), the ring's dense columns (W x dense f32,
 oldest first), the novelty sets (u64 per novelty field) and the ring's one-hot blocks as codes
 (W x code groups u16).
@@ -23,8 +23,10 @@ import numpy as np
 from detector.state import StreamTable
 
 MAGIC = b"DS"
-FORMAT = 6  # 2: ring in time order; 3: decayed recent-event count; 4: source topic; 5: novelty; 6: compact ring
-_HEADER = struct.Struct("<2sB12sIqdffq")
+# 2: ring in time order; 3: decayed recent-event count; 4: source topic; 5: novelty; 6: compact ring;
+# 7: evidence
+FORMAT = 7
+_HEADER = struct.Struct("<2sB12sIqdfffq")
 
 
 def source_tag(input_topic: str) -> int:
@@ -42,6 +44,7 @@ def encode(table: StreamTable, slot: int, model_version: str, source: int = 0) -
         float(table.last_ts[slot]),
         float(table.median[slot]),
         float(table.recent[slot]),
+        float(table.evidence[slot]),
         int(table.offset[slot]),
     )
     return b"".join(
@@ -65,7 +68,7 @@ def encode_many(table: StreamTable, slots: np.ndarray, model_version: str, sourc
     """`encode` of every slot, vectorised: the records of a chunk are laid out side by side in
     one byte matrix, one column block per field (a 10k-stream checkpoint pauses the loop ~2x
     less than one `encode` call per stream)."""
-    head = _HEADER.pack(MAGIC, FORMAT, model_version.encode()[:12].ljust(12), source, 0, 0.0, 0.0, 0.0, 0)
+    head = _HEADER.pack(MAGIC, FORMAT, model_version.encode()[:12].ljust(12), source, 0, 0.0, 0.0, 0.0, 0.0, 0)
     out: list[bytes] = []
     for k in range(0, len(slots), ENCODE_CHUNK):
         out += _encode_chunk(table, slots[k : k + ENCODE_CHUNK], head)
@@ -74,7 +77,7 @@ def encode_many(table: StreamTable, slots: np.ndarray, model_version: str, sourc
 
 def _encode_chunk(table: StreamTable, slots: np.ndarray, head: bytes) -> list[bytes]:
     n = len(slots)
-    fields = [getattr(table, name)[slots] for name in ("count", "last_ts", "median", "recent", "offset")]
+    fields = [getattr(table, name)[slots] for name in ("count", "last_ts", "median", "recent", "evidence", "offset")]
     fields += [table.h[slots], table.c[slots], table.ring[slots], table.known[slots], table.ring_cat[slots]]
     cols = [np.ascontiguousarray(f).view(np.uint8).reshape(n, f[0].nbytes) for f in fields]
     fixed = 2 + 1 + 12 + 4  # magic, format, version, source: the same in every record
@@ -97,7 +100,7 @@ def record_size(table: StreamTable) -> int:
 def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str, source: int = 0) -> bool:
     if len(value) != record_size(table):
         return False
-    magic, fmt, version, src, count, last_ts, median, recent, offset = _HEADER.unpack_from(value)
+    magic, fmt, version, src, count, last_ts, median, recent, evidence, offset = _HEADER.unpack_from(value)
     if magic != MAGIC or fmt != FORMAT or version.rstrip(b" ").decode() != model_version[:12] or src != source:
         return False
     u, o = table.units, _HEADER.size
@@ -117,5 +120,6 @@ def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str,
     table.last_ts[slot] = last_ts
     table.median[slot] = median
     table.recent[slot] = recent
+    table.evidence[slot] = evidence
     table.offset[slot] = offset
     return True

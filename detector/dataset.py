@@ -95,12 +95,15 @@ def score_events(
     threshold: float,
     batch: int = 4096,
     error_weights: np.ndarray | None = None,
+    evidence: Any = None,
 ) -> Scored:
     """Score events in file order through the streaming scorer, as the daemon would."""
     from detector.scoring import StreamingScorer, table_for
 
     table = table_for(spec, max(len({e.stream_id for e in events}), 1), weights.state_size, window)
-    scorer = StreamingScorer(weights, norm, spec, table, window, warmup, prediction_weight, error_weights=error_weights)
+    scorer = StreamingScorer(
+        weights, norm, spec, table, window, warmup, prediction_weight, error_weights=error_weights, evidence=evidence
+    )
     scores, warm = [], []
     for k in range(0, len(events), batch):
         r = scorer.score_batch(events[k : k + batch], now=0.0)

@@ -25,6 +25,7 @@ import numpy as np
 
 from detector import __version__
 from detector.config import FeaturesConfig
+from detector.evidence import Evidence
 from detector.exceptions import ModelError
 from detector.features import FeatureSpec
 from detector.scoring import LstmWeights, Normalizer
@@ -67,6 +68,12 @@ class Artifact:
     def bind(self, spec: FeatureSpec) -> FeatureSpec:
         """`spec` with this model's embedding tables, ready to featurise events for it."""
         return spec.with_embeddings(self.embeddings)
+
+    @property
+    def evidence(self) -> Evidence | None:
+        """The per-stream evidence the score adds up (None: the score is each event's error)."""
+        ev = self.metadata.get("evidence")
+        return None if ev is None else Evidence.from_dict(ev)
 
     @property
     def prediction_weight(self) -> float:
@@ -146,9 +153,10 @@ def version_of(weights: LstmWeights, described: dict[str, Any]) -> str:
 
 
 def _scoring_of(extra: dict[str, Any]) -> dict[str, Any]:
-    """Metadata that changes scores, so the version: error weights, the learned initial state and
-    embedding tables when the model has them."""
-    return {k: extra[k] for k in ("error_weights", "initial_state", "embeddings") if extra.get(k) is not None}
+    """Metadata that changes scores, so the version: error weights, the learned initial state,
+    embedding tables and evidence statistics when the model has them."""
+    keys = ("error_weights", "initial_state", "embeddings", "evidence")
+    return {k: extra[k] for k in keys if extra.get(k) is not None}
 
 
 def make_metadata(

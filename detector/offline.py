@@ -48,6 +48,7 @@ def score_dataset(settings: Settings, model: Path, data: Path) -> tuple[Artifact
         art.prediction_weight,
         art.threshold.value,
         error_weights=art.error_weights,
+        evidence=art.evidence,
     )
     return art, ds, r
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.evidence import Evidence
 from detector.features import FeatureSpec, ParsedEvent
 from detector.state import StreamTable, code_groups
 
@@ -102,6 +103,8 @@ class BatchScores:
     observed: np.ndarray  # (n, F) raw feature values of the event
     expected: np.ndarray  # (n, F) the model's reconstruction of the event, in raw units
     slots: np.ndarray  # (n,) each event's slot in the stream table
+    error: np.ndarray  # (n,) the event's own error (the score too, unless the model keeps evidence)
+    residual: np.ndarray | None = None  # (n, F) prediction residuals, with keep_residuals only
 
 
 class StreamingScorer:
@@ -116,8 +119,13 @@ class StreamingScorer:
         prediction_weight: float = 0.5,
         explain_above: float = -np.inf,
         error_weights: np.ndarray | None = None,
+        evidence: Evidence | None = None,
+        keep_residuals: bool = False,
     ) -> None:
         u = weights.units
+        # With evidence, the score is the stream's decayed sum of surprises (detector.evidence);
+        # without, the event's own error.
+        self.evidence, self.keep_residuals = evidence, keep_residuals
         self.alpha = prediction_weight
         # Events scoring above this get per-feature errors (for alert explanations); the daemon
         # sets it to the alert threshold, so the common case skips that work.
@@ -210,6 +218,8 @@ class StreamingScorer:
         warming = np.zeros(n, dtype=bool)
         feat = np.zeros((n, nf), dtype=np.float32)
         expected = np.zeros((n, nf), dtype=np.float32)
+        error = np.zeros(n, dtype=np.float32)
+        residual = np.zeros((n, nf), dtype=np.float32) if self.keep_residuals else None
         marks = self.spec.marks(events) if self.spec.n_novelty else None
         cats = np.zeros((n, self._n_codes), np.uint16)
         k, j, oh = 0, len(self.spec.embedded), b[:, self.spec.one_hot_index] if self.spec.embedded else b
@@ -218,8 +228,8 @@ class StreamingScorer:
             cats[:, j] = oh[:, k : k + len(g)] @ strides
             k, j = k + len(g), j + 1
         for rows in _rounds(slots):
-            self._score_round(rows, slots[rows], x, ts, marks, cats, score, warming, feat, expected)
-        return BatchScores(score, warming, feat, x, self.norm.invert(expected), slots)
+            self._score_round(rows, slots[rows], x, ts, marks, cats, score, warming, feat, expected, error, residual)
+        return BatchScores(score, warming, feat, x, self.norm.invert(expected), slots, error, residual)
 
     def _score_round(
         self,
@@ -233,6 +243,8 @@ class StreamingScorer:
         warming: np.ndarray,
         feat: np.ndarray,
         expected: np.ndarray,
+        error: np.ndarray,
+        residual: np.ndarray | None,
     ) -> None:
         t, w, nf, a = self.table, self.window, self.n_features, self.alpha
         n = len(rows)
@@ -240,6 +252,7 @@ class StreamingScorer:
         xr = x[rows]
         known = t.known[s] if self.spec.n_novelty else None
         mk = marks[rows] if marks is not None else None
+        elapsed = ts[rows] - t.last_ts[s]  # since the stream's previous event (huge for a new one)
         t.last_ts[s], t.median[s], t.recent[s], known = self.spec.derive(
             xr, ts[rows], t.last_ts[s], t.median[s], t.recent[s], count > 0, mk, known
         )
@@ -290,6 +303,13 @@ class StreamingScorer:
         rec = np.einsum("ij,ij->i", rec_d, rec_d) / n_valid
         prd = np.einsum("ij,ij->i", pred_d, pred_d)
         sc = ((1.0 - a) * rec + a * prd) / nf
+        error[rows] = sc
+        warm = count <= self.warmup
+        if residual is not None:
+            residual[rows] = pred_d
+        if self.evidence is not None:
+            sc = self.evidence.accumulate(sc, pred_d, elapsed, t.evidence[s], warm)
+            t.evidence[s] = sc
         score[rows] = sc
         # Per-feature errors only where an explanation will be asked for (alerts are rare).
         hot = np.flatnonzero(sc > self.explain_above)
@@ -297,7 +317,7 @@ class StreamingScorer:
             per_rec = np.square(rec_d[hot].reshape(len(hot), w, nf)).sum(axis=1) / n_valid[hot, None]
             feat[rows[hot]] = (1.0 - a) * per_rec + a * np.square(pred_d[hot])
         expected[rows] = pred if a > 0 else (h[:, top] @ self._dk_rec + self._db_rec)[:, -nf:]
-        warming[rows] = count <= self.warmup
+        warming[rows] = warm
 
 
 def table_for(

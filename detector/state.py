@@ -49,6 +49,7 @@ _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
     "last_ts": ((), np.float64, 0.0),
     "median": ((), np.float32, 0.0),
     "recent": ((), np.float32, 0.0),
+    "evidence": ((), np.float32, 0.0),  # decayed sum of the stream's surprises (detector.evidence)
     "known": ("novelty", np.uint64, 0),  # per novelty field: the set of value bits seen
     # Input offset of the last event applied to the stream: a replayed event at or below it
     # (after a rebalance or restart) is skipped instead of being applied to the state twice.
@@ -103,6 +104,7 @@ class StreamTable:
     last_ts: np.ndarray
     median: np.ndarray
     recent: np.ndarray
+    evidence: np.ndarray
     known: np.ndarray
     offset: np.ndarray
     partition: np.ndarray

@@ -23,6 +23,7 @@ import numpy as np
 from detector.config import Settings
 from detector.dataset import Dataset, featurize, load_events, score_events
 from detector.embedding import bucket_labels, fit_embeddings
+from detector.evidence import Evidence, fit_evidence
 from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
 from detector.scoring import LstmWeights, Normalizer, StreamingScorer, table_for
@@ -217,7 +218,12 @@ def train_from_file(
     error_weights = None
     if mc.error_weighting == "per_feature":
         error_weights = fit_error_weights(weights, norm, spec, settings, events_of(val_idx))
-    scores = score_offline(weights, norm, spec, settings, events_of(cal_idx), error_weights)
+    evidence = None
+    if mc.evidence_seconds > 0:
+        evidence = fit_stream_evidence(weights, norm, spec, settings, events_of(val_idx), error_weights)
+        if evidence is None:
+            log("evidence off: too few held-out events to fit it (the score is each event's error)")
+    scores = score_offline(weights, norm, spec, settings, events_of(cal_idx), error_weights, evidence)
     threshold = calibrate(scores, mc.target_false_alarm_rate, mc.threshold_method, mc.critical_multiplier)
     log(f"threshold {threshold.value:.4f} ({threshold.method}, {threshold.n_calibration} calibration events)")
     meta = make_metadata(
@@ -232,6 +238,7 @@ def train_from_file(
             "embeddings": {k: v.tolist() for k, v in embeddings.items()} or None,
             "bucket_labels": bucket_labels(spec, train_events) or None,
             "error_weights": None if error_weights is None else error_weights.tolist(),
+            "evidence": None if evidence is None else evidence.to_dict(),
             "training": {
                 "data_fingerprint": _fingerprint(Path(data)),
                 "events": len(ds.events),
@@ -257,6 +264,7 @@ def score_offline(
     settings: Settings,
     events: list[Any],
     error_weights: np.ndarray | None,
+    evidence: Evidence | None = None,
 ) -> np.ndarray:
     """Scores of the non-warming events (time-ordered) through the streaming scorer."""
     mc = settings.model
@@ -270,8 +278,44 @@ def score_offline(
         mc.prediction_weight,
         threshold=np.inf,
         error_weights=error_weights,
+        evidence=evidence,
     )
     return r.score[~r.warming]
+
+
+def fit_stream_evidence(
+    weights: LstmWeights,
+    norm: Normalizer,
+    spec: FeatureSpec,
+    settings: Settings,
+    events: list[Any],
+    error_weights: np.ndarray | None,
+) -> Evidence | None:
+    """The evidence statistics from the non-warming events of normal held-out streams (None
+    when there are too few of them to estimate a covariance)."""
+    mc = settings.model
+    table = table_for(spec, max(len({e.stream_id for e in events}), 1), weights.state_size, mc.window)
+    scorer = StreamingScorer(
+        weights,
+        norm,
+        spec,
+        table,
+        mc.window,
+        mc.warmup_events,
+        mc.prediction_weight,
+        error_weights=error_weights,
+        keep_residuals=True,
+    )
+    errors, residuals = [], []
+    for k in range(0, len(events), 4096):
+        r = scorer.score_batch(events[k : k + 4096], now=0.0)
+        assert r.residual is not None
+        errors.append(r.error[~r.warming])
+        residuals.append(r.residual[~r.warming])
+    err = np.concatenate(errors)
+    if len(err) < 4 * spec.n_features:
+        return None
+    return fit_evidence(err, np.concatenate(residuals), mc.evidence_seconds)
 
 
 def fit_error_weights(

@@ -44,6 +44,7 @@ def batch(spec: FeatureSpec, scores: list[float], streams: list[str], ts: list[f
         rng.random((n, nf)).astype(np.float32),
         rng.random((n, nf)).astype(np.float32),
         np.arange(n),
+        np.array(scores, np.float32),
     )
 
 

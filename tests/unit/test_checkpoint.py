@@ -19,6 +19,7 @@ def filled_table(
     t.ring[slot] = rng.standard_normal((3, 2))
     t.ring_cat[slot] = rng.integers(0, 3, (3, t.n_groups))
     t.count[slot], t.last_ts[slot], t.median[slot], t.offset[slot] = 7, 1.7e9, 3.5, 1234
+    t.recent[slot], t.evidence[slot] = 1.25, 6.5
     t.known[slot] = rng.integers(0, 2**63, n_novelty, dtype=np.uint64)
     return t, slot
 
@@ -39,7 +40,7 @@ def test_round_trip_restores_every_field(
     s2 = u.slot_for_restore("card-1", 2, now=0.0)
     assert decode_into(u, s2, rec, "abcdef123456")
     assert not decode_into(StreamTable(10, 4, 3, nf, n_novelty=n_novelty + 1), 0, rec, "abcdef123456")
-    for name in ("h", "c", "ring", "ring_cat", "count", "last_ts", "median", "offset", "known"):
+    for name in ("h", "c", "ring", "ring_cat", "count", "last_ts", "median", "recent", "evidence", "offset", "known"):
         assert np.array_equal(getattr(u, name)[s2], getattr(t, name)[slot]), name
     assert not u.dirty[s2]  # restored state is not re-written at the next checkpoint
 

@@ -3,6 +3,7 @@ whatever the batch size and the interleaving of streams."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,11 @@ def events(test_file: Path, small_settings: Settings) -> list:
 
 def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) -> np.ndarray:
     """The reference: the saved Keras model over each whole stream, errors computed in NumPy."""
+    return keras_errors(art, spec, events)[0]
+
+
+def keras_errors(art: Artifact, spec: FeatureSpec, events: list) -> tuple[np.ndarray, np.ndarray]:
+    """Each event's error and its (weighted) prediction residual, from the Keras model."""
     keras = keras_env()
     model = keras.saving.load_model(Path(art.metadata["_dir"]) / "model.keras", safe_mode=True, compile=False)
     raw = featurize(art.bind(spec), events)
@@ -38,6 +44,7 @@ def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) ->
     w, nf, a = art.window, spec.n_features, art.prediction_weight
     ew = np.ones((2, nf)) if art.error_weights is None else art.error_weights
     out = np.zeros(len(events))
+    residuals = np.zeros((len(events), nf))
     streams: dict[str, list[int]] = {}
     for i, e in enumerate(events):
         streams.setdefault(e.stream_id, []).append(i)
@@ -55,8 +62,29 @@ def keras_scores(art: Artifact, spec: FeatureSpec, events: list, warmup: int) ->
             target = z[idx][lo : t + 1]
             rec = y[t, w - len(target) : w]
             rec_err = np.square(rec - target).sum(axis=0) / len(target)
-            pred_err = np.square((y[t - 1, w] if t > 0 else first) - z[idx][t])
-            out[idx[t]] = ((1 - a) * rec_err * ew[0] + a * pred_err * ew[1]).sum() / nf
+            residuals[idx[t]] = ((y[t - 1, w] if t > 0 else first) - z[idx][t]) * np.sqrt(ew[1])
+            pred_err = np.square(residuals[idx[t]])
+            out[idx[t]] = ((1 - a) * rec_err * ew[0] + a * pred_err).sum() / nf
+    return out, residuals
+
+
+def evidence_reference(art: Artifact, events: list, warmup: int) -> np.ndarray:
+    """detector.evidence written out event by event from the Keras errors, in plain Python."""
+    ev = art.evidence
+    assert ev is not None
+    errors, residuals = art.metadata["_keras"]
+    out = np.zeros(len(events))
+    acc: dict[str, tuple[float, float, int]] = {}  # stream -> (evidence, last ts, events seen)
+    for i, e in enumerate(events):
+        prev, last, seen = acc.get(e.stream_id, (0.0, e.ts, 0))
+        d = (residuals[i] - ev.mean) @ ev.whiten
+        surprise = 0.5 * (
+            max(math.log10(max(errors[i], 1e-12) / ev.error_median), 0.0)
+            + max(math.log10(max(float(d @ d), 1e-12) / ev.whitened_median), 0.0)
+        )
+        value = prev * math.exp(-max(e.ts - last, 0.0) / ev.tau) + (surprise if seen + 1 > warmup else 0.0)
+        acc[e.stream_id] = (value, e.ts, seen + 1)
+        out[i] = value
     return out
 
 
@@ -66,7 +94,7 @@ def reference(art: Artifact, events: list, small_settings: Settings, model_dir: 
     return keras_scores(art, art.bind(FeatureSpec(small_settings.features)), events, small_settings.model.warmup_events)
 
 
-def stream_scores(art: Artifact, spec: FeatureSpec, events: list, batch: int) -> np.ndarray:
+def stream_scores(art: Artifact, spec: FeatureSpec, events: list, batch: int, evidence: bool = False) -> np.ndarray:
     r = score_events(
         events,
         art.weights,
@@ -78,6 +106,7 @@ def stream_scores(art: Artifact, spec: FeatureSpec, events: list, batch: int) ->
         np.inf,
         batch=batch,
         error_weights=art.error_weights,
+        evidence=art.evidence if evidence else None,
     )
     return r.score
 
@@ -89,6 +118,24 @@ def test_streaming_equals_keras_offline(
     got = stream_scores(art, art.bind(FeatureSpec(small_settings.features)), events, batch)
     scale = max(float(np.median(reference)), 1e-6)
     assert np.max(np.abs(got - reference)) / scale <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def evidence_ref(art: Artifact, events: list, small_settings: Settings) -> np.ndarray:
+    art.metadata["_keras"] = keras_errors(art, art.bind(FeatureSpec(small_settings.features)), events)
+    return evidence_reference(art, events, 3)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 4096])
+def test_stream_evidence_equals_the_keras_reference(
+    art: Artifact, events: list, evidence_ref: np.ndarray, small_settings: Settings, batch: int
+) -> None:
+    """The score a model with evidence publishes: each stream's decayed sum of surprises."""
+    got = stream_scores(art, art.bind(FeatureSpec(small_settings.features)), events, batch, evidence=True)
+    assert art.evidence is not None and art.evidence.tau == small_settings.model.evidence_seconds
+    assert np.count_nonzero(evidence_ref) > len(events) // 4  # a real signal, not all zeros
+    scale = max(float(np.median(evidence_ref[evidence_ref > 0])), 1e-6)
+    assert np.max(np.abs(got - evidence_ref)) / scale <= 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +247,13 @@ def test_a_model_with_embeddings_refuses_a_config_without_them(embedded: tuple, 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), batch=st.integers(1, 50))
 def test_any_interleaving_gives_the_same_scores(
-    art: Artifact, events: list, reference: np.ndarray, small_settings: Settings, seed: int, batch: int
+    art: Artifact,
+    events: list,
+    reference: np.ndarray,
+    evidence_ref: np.ndarray,
+    small_settings: Settings,
+    seed: int,
+    batch: int,
 ) -> None:
     # Shuffle the global order but keep each stream's own order: the scores must not move.
     rng = np.random.default_rng(seed)
@@ -214,9 +267,13 @@ def test_any_interleaving_gives_the_same_scores(
     for k in keys:
         order.append(by_stream[k][cursor[k]])
         cursor[k] += 1
-    got = stream_scores(art, art.bind(FeatureSpec(small_settings.features)), [events[i] for i in order], batch)
+    spec = art.bind(FeatureSpec(small_settings.features))
+    got = stream_scores(art, spec, [events[i] for i in order], batch)
     scale = max(float(np.median(reference)), 1e-6)
     assert np.max(np.abs(got - reference[order])) / scale <= 1e-5
+    with_evidence = stream_scores(art, spec, [events[i] for i in order], batch, evidence=True)
+    ref = evidence_ref
+    assert np.max(np.abs(with_evidence - ref[order])) / max(float(np.median(ref[ref > 0])), 1e-6) <= 1e-4
 
 
 def test_numpy_step_matches_keras_lstm_cell(art: Artifact, small_settings: Settings) -> None:
