@@ -21,6 +21,7 @@ import orjson
 
 from bench.common import rate, repeat
 from detector.config import Settings
+from detector.evidence import Evidence
 from detector.features import FeatureSpec, ParsedEvent
 from detector.scoring import LstmWeights, Normalizer, StreamingScorer, table_for
 
@@ -64,11 +65,19 @@ def random_embeddings(spec: FeatureSpec, seed: int) -> FeatureSpec:
     return spec.with_embeddings(tables)
 
 
+def random_evidence(f: int, seed: int) -> Evidence:
+    """Evidence statistics of the right shapes (as a trained model's would be)."""
+    rng = np.random.default_rng(seed)
+    whiten = np.asarray(np.eye(f) + 0.05 * np.tril(rng.standard_normal((f, f))), np.float32)
+    return Evidence(1800.0, 1.0, float(f), np.zeros(f, np.float32), whiten)
+
+
 def flops_per_event(f: int, u: int, w: int) -> int:
     step = 2 * (f + u) * 4 * u + 10 * u  # fused gate matmul + gate arithmetic
     decode = 2 * u * (w + 1) * f  # reconstruction + prediction heads
     error = 3 * (w + 1) * f  # subtract, square, sum
-    return step + decode + error
+    evidence = 2 * f * f + 3 * f  # whitened prediction residual and its square
+    return step + decode + error + evidence
 
 
 def matmul_gflops() -> float:
@@ -85,7 +94,7 @@ def ours(spec: FeatureSpec, evs: list[ParsedEvent], streams: int, batch: int, re
     wts = random_weights(f, u, w, 1)
     norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
     table = table_for(spec, max(streams, batch), u, w)
-    sc = StreamingScorer(wts, norm, spec, table, w, 3, 0.5, explain_above=np.inf)
+    sc = StreamingScorer(wts, norm, spec, table, w, 3, 0.5, explain_above=np.inf, evidence=random_evidence(f, 2))
     warm = events(spec, streams * w, streams, 99)  # steady state: every stream already has W events
     for k in range(0, len(warm), 4096):
         sc.score_batch(warm[k : k + 4096], 0.0)

@@ -1,7 +1,8 @@
 """Per-stream evidence: the score that adds up a stream's recent surprises.
 
 One event of a velocity attack or an impossible trip is only mildly unusual; ten of them within
-the hour are not. Each event's surprise is the mean of two log-ratios, floored at 0: its error
+the hour are not. Each event's surprise is the mean of two log-ratios, floored at 0 (and linear
+beyond 30x, see LINEAR_ABOVE): its error
 (the reconstruction/prediction mix) over the median error of normal events, and its whitened
 prediction error (the Mahalanobis distance of the prediction residual, which sees a small but
 unusual move in correlated columns such as a country's embedding) over that one's normal median.
@@ -25,6 +26,22 @@ from typing import Any
 import numpy as np
 
 _TINY = 1e-12
+# Up to this many times its normal median an error counts by its log; beyond, linearly (with the
+# same slope there), so one absurd event is not shrunk to a mildly odd one: a 9-million purchase
+# (errors 33x and 325x their medians) adds 3.6 instead of 2.0. PR-AUC on the card validation
+# seed: 0.5985 with it, 0.5977 with the pure log.
+LINEAR_ABOVE = 30.0
+_LOG_KNEE = float(np.log10(LINEAR_ABOVE))
+
+
+def _log_ratio(value: np.ndarray, median: float) -> np.ndarray:
+    """log10(value / median) floored at 0, continued linearly beyond LINEAR_ABOVE."""
+    r = np.maximum(value, _TINY) / median
+    return np.where(
+        r <= LINEAR_ABOVE,
+        np.maximum(np.log10(r), 0.0),
+        _LOG_KNEE + (r / LINEAR_ABOVE - 1.0) / np.log(10.0),
+    )
 
 
 @dataclass(frozen=True)
@@ -38,9 +55,9 @@ class Evidence:
     def surprise(self, error: np.ndarray, residual: np.ndarray) -> np.ndarray:
         d = (residual - self.mean) @ self.whiten
         whitened = np.einsum("ij,ij->i", d, d)
-        s = np.maximum(np.log10(np.maximum(error, _TINY) / self.error_median), 0.0)
-        s += np.maximum(np.log10(np.maximum(whitened, _TINY) / self.whitened_median), 0.0)
-        return (0.5 * s).astype(np.float32)
+        return (0.5 * (_log_ratio(error, self.error_median) + _log_ratio(whitened, self.whitened_median))).astype(
+            np.float32
+        )
 
     def accumulate(
         self,

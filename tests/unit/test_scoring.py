@@ -68,6 +68,12 @@ def keras_errors(art: Artifact, spec: FeatureSpec, events: list) -> tuple[np.nda
     return out, residuals
 
 
+def log_ratio(r: float) -> float:
+    if r <= 30.0:
+        return max(math.log10(max(r, 1e-12)), 0.0)
+    return math.log10(30.0) + (r / 30.0 - 1.0) / math.log(10.0)
+
+
 def evidence_reference(art: Artifact, events: list, warmup: int) -> np.ndarray:
     """detector.evidence written out event by event from the Keras errors, in plain Python."""
     ev = art.evidence
@@ -78,10 +84,7 @@ def evidence_reference(art: Artifact, events: list, warmup: int) -> np.ndarray:
     for i, e in enumerate(events):
         prev, last, seen = acc.get(e.stream_id, (0.0, e.ts, 0))
         d = (residuals[i] - ev.mean) @ ev.whiten
-        surprise = 0.5 * (
-            max(math.log10(max(errors[i], 1e-12) / ev.error_median), 0.0)
-            + max(math.log10(max(float(d @ d), 1e-12) / ev.whitened_median), 0.0)
-        )
+        surprise = 0.5 * (log_ratio(errors[i] / ev.error_median) + log_ratio(float(d @ d) / ev.whitened_median))
         value = prev * math.exp(-max(e.ts - last, 0.0) / ev.tau) + (surprise if seen + 1 > warmup else 0.0)
         acc[e.stream_id] = (value, e.ts, seen + 1)
         out[i] = value
