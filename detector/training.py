@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from detector.embedding import bucket_labels, fit_embeddings
 from detector.evidence import Evidence, fit_evidence
 from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
-from detector.scoring import LstmWeights, Normalizer, StreamingScorer, table_for
+from detector.scoring import BatchScores, LstmWeights, Normalizer, StreamingScorer, table_for
 from detector.threshold import calibrate
 
 # Floor on a feature's mean squared error (normalised units) when weighting errors: at most 10x.
@@ -294,21 +294,9 @@ def fit_stream_evidence(
     """The evidence statistics from the non-warming events of normal held-out streams (None
     when there are too few of them to estimate a covariance)."""
     mc = settings.model
-    table = table_for(spec, max(len({e.stream_id for e in events}), 1), weights.state_size, mc.window)
-    scorer = StreamingScorer(
-        weights,
-        norm,
-        spec,
-        table,
-        mc.window,
-        mc.warmup_events,
-        mc.prediction_weight,
-        error_weights=error_weights,
-        keep_residuals=True,
-    )
     errors, residuals = [], []
-    for k in range(0, len(events), 4096):
-        r = scorer.score_batch(events[k : k + 4096], now=0.0)
+    batches = _scored(weights, norm, spec, settings, events, mc.prediction_weight, error_weights, keep_residuals=True)
+    for r in batches:
         assert r.residual is not None
         errors.append(r.error[~r.warming])
         residuals.append(r.residual[~r.warming])
@@ -318,20 +306,44 @@ def fit_stream_evidence(
     return fit_evidence(err, np.concatenate(residuals), mc.evidence_seconds)
 
 
+def _scored(
+    weights: LstmWeights,
+    norm: Normalizer,
+    spec: FeatureSpec,
+    settings: Settings,
+    events: list[Any],
+    alpha: float,
+    error_weights: np.ndarray | None,
+    keep_residuals: bool = False,
+) -> Iterator[BatchScores]:
+    """The streaming scorer over time-ordered `events` in batches of 4,096, on a fresh table."""
+    mc = settings.model
+    table = table_for(spec, max(len({e.stream_id for e in events}), 1), weights.state_size, mc.window)
+    scorer = StreamingScorer(
+        weights,
+        norm,
+        spec,
+        table,
+        mc.window,
+        mc.warmup_events,
+        alpha,
+        error_weights=error_weights,
+        keep_residuals=keep_residuals,
+    )
+    for k in range(0, len(events), 4096):
+        yield scorer.score_batch(events[k : k + 4096], now=0.0)
+
+
 def fit_error_weights(
     weights: LstmWeights, norm: Normalizer, spec: FeatureSpec, settings: Settings, events: list[Any]
 ) -> np.ndarray:
     """(2, F): 1 / each feature's mean squared error on normal held-out streams, for the
     reconstruction head and the prediction head (floored, so a feature that never varied in
     training cannot get an unbounded weight)."""
-    mc = settings.model
     out = np.ones((2, spec.n_features), np.float32)
     for head, alpha in ((0, 0.0), (1, 1.0)):
-        table = table_for(spec, max(len({e.stream_id for e in events}), 1), weights.state_size, mc.window)
-        scorer = StreamingScorer(weights, norm, spec, table, mc.window, mc.warmup_events, alpha)
         errs = []
-        for k in range(0, len(events), 4096):
-            r = scorer.score_batch(events[k : k + 4096], now=0.0)
+        for r in _scored(weights, norm, spec, settings, events, alpha, None):
             errs.append(r.feature_error[~r.warming])
         mean = np.concatenate(errs).mean(axis=0) if errs else np.ones(spec.n_features)
         out[head] = 1.0 / np.maximum(mean, ERROR_FLOOR)
