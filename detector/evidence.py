@@ -1,8 +1,8 @@
 """Per-stream evidence: the score that adds up a stream's recent surprises.
 
 One event of a velocity attack or an impossible trip is only mildly unusual; ten of them within
-the hour are not. Each event's surprise is the mean of two log-ratios, floored at 0 (and linear
-beyond 30x, see LINEAR_ABOVE): its error
+the hour are not. Each event's surprise is the mean of two log-ratios, floored at 0 (linear
+beyond 30x, see LINEAR_ABOVE; at most MAX_SURPRISE): its error
 (the reconstruction/prediction mix) over the median error of normal events, and its whitened
 prediction error (the Mahalanobis distance of the prediction residual, which sees a small but
 unusual move in correlated columns such as a country's embedding) over that one's normal median.
@@ -31,6 +31,10 @@ _TINY = 1e-12
 # (errors 33x and 325x their medians) adds 3.6 instead of 2.0. PR-AUC on the card validation
 # seed: 0.5985 with it, 0.5977 with the pure log.
 LINEAR_ABOVE = 30.0
+# One event adds at most this much (an error ~600x its median): with thresholds near 1.5, a stream
+# keeps alerting for at most tau * ln(10 / 1.5), ~1 hour at the default tau, after one absurd
+# event, not for as long as its error was large.
+MAX_SURPRISE = 10.0
 _LOG_KNEE = float(np.log10(LINEAR_ABOVE))
 
 
@@ -55,9 +59,8 @@ class Evidence:
     def surprise(self, error: np.ndarray, residual: np.ndarray) -> np.ndarray:
         d = (residual - self.mean) @ self.whiten
         whitened = np.einsum("ij,ij->i", d, d)
-        return (0.5 * (_log_ratio(error, self.error_median) + _log_ratio(whitened, self.whitened_median))).astype(
-            np.float32
-        )
+        s = 0.5 * (_log_ratio(error, self.error_median) + _log_ratio(whitened, self.whitened_median))
+        return np.minimum(s, MAX_SURPRISE).astype(np.float32)
 
     def accumulate(
         self,

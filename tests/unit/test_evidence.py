@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.evidence import LINEAR_ABOVE, Evidence, fit_evidence
+from detector.evidence import LINEAR_ABOVE, MAX_SURPRISE, Evidence, fit_evidence
 
 
 def fitted(seed: int = 0, n: int = 20_000) -> tuple[Evidence, np.ndarray]:
@@ -34,6 +34,7 @@ def test_typical_events_add_nothing_and_absurd_ones_add_linearly() -> None:
     assert at(10) == np.float32(0.5 * np.log10(10))  # the whitened part is 0 at the mean
     knee, far = at(LINEAR_ABOVE), at(10 * LINEAR_ABOVE)
     assert far - knee > 0.5 * 9 / np.log(10) - 1e-3  # linear past the knee, not +0.5 as the log gives
+    assert at(1e9) == MAX_SURPRISE  # capped: one absurd event cannot keep its stream alerting for days
 
 
 def test_evidence_adds_up_a_burst_and_decays_with_time() -> None:

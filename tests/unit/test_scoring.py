@@ -85,6 +85,7 @@ def evidence_reference(art: Artifact, events: list, warmup: int) -> np.ndarray:
         prev, last, seen = acc.get(e.stream_id, (0.0, e.ts, 0))
         d = (residuals[i] - ev.mean) @ ev.whiten
         surprise = 0.5 * (log_ratio(errors[i] / ev.error_median) + log_ratio(float(d @ d) / ev.whitened_median))
+        surprise = min(surprise, 10.0)
         value = prev * math.exp(-max(e.ts - last, 0.0) / ev.tau) + (surprise if seen + 1 > warmup else 0.0)
         acc[e.stream_id] = (value, e.ts, seen + 1)
         out[i] = value
