@@ -35,17 +35,12 @@ LINEAR_ABOVE = 30.0
 # keeps alerting for at most tau * ln(10 / 1.5), ~1 hour at the default tau, after one absurd
 # event, not for as long as its error was large.
 MAX_SURPRISE = 10.0
-_LOG_KNEE = float(np.log10(LINEAR_ABOVE))
 
 
-def _log_ratio(value: np.ndarray, median: float) -> np.ndarray:
-    """log10(value / median) floored at 0, continued linearly beyond LINEAR_ABOVE."""
+def _log_ratio(value: np.ndarray, median: float, knee: float) -> np.ndarray:
+    """log10(value / median) floored at 0, continued linearly beyond `knee` times the median."""
     r = np.maximum(value, _TINY) / median
-    return np.where(
-        r <= LINEAR_ABOVE,
-        np.maximum(np.log10(r), 0.0),
-        _LOG_KNEE + (r / LINEAR_ABOVE - 1.0) / np.log(10.0),
-    )
+    return np.where(r <= knee, np.maximum(np.log10(r), 0.0), np.log10(knee) + (r / knee - 1.0) / np.log(10.0))
 
 
 @dataclass(frozen=True)
@@ -55,12 +50,16 @@ class Evidence:
     whitened_median: float  # median whitened prediction error of normal events
     mean: np.ndarray  # (F,) mean prediction residual of normal events
     whiten: np.ndarray  # (F, F): |(residual - mean) @ whiten|^2 is the Mahalanobis distance
+    # Kept in the model (and its version), so a model scores the same after these defaults change.
+    linear_above: float = LINEAR_ABOVE
+    max_surprise: float = MAX_SURPRISE
 
     def surprise(self, error: np.ndarray, residual: np.ndarray) -> np.ndarray:
         d = (residual - self.mean) @ self.whiten
         whitened = np.einsum("ij,ij->i", d, d)
-        s = 0.5 * (_log_ratio(error, self.error_median) + _log_ratio(whitened, self.whitened_median))
-        return np.minimum(s, MAX_SURPRISE).astype(np.float32)
+        k = self.linear_above
+        s = 0.5 * (_log_ratio(error, self.error_median, k) + _log_ratio(whitened, self.whitened_median, k))
+        return np.minimum(s, self.max_surprise).astype(np.float32)
 
     def accumulate(
         self,
@@ -83,6 +82,8 @@ class Evidence:
             "whitened_median": self.whitened_median,
             "mean": self.mean.tolist(),
             "whiten": self.whiten.tolist(),
+            "linear_above": self.linear_above,
+            "max_surprise": self.max_surprise,
         }
 
     @classmethod
@@ -93,6 +94,8 @@ class Evidence:
             float(d["whitened_median"]),
             np.asarray(d["mean"], np.float32),
             np.asarray(d["whiten"], np.float32),
+            float(d["linear_above"]),
+            float(d["max_surprise"]),
         )
 
 
