@@ -20,7 +20,8 @@ from pathlib import Path
 
 import orjson
 
-from detector.config import load_config
+from detector import __version__
+from detector.config import Settings, load_config
 
 ROOT = Path.cwd()
 BROKER = ROOT / "deploy" / "kafka" / "broker"
@@ -48,6 +49,25 @@ def _wait(check: object, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.2)  # a CLI progress loop, not a test
+
+
+# Model keys that do not change what training produces.
+_RUNTIME_KEYS = ("path", "watch_seconds", "warmup_events")
+
+
+def _stale(model: Path, settings: Settings) -> str | None:
+    """Why the model folder must be (re)trained for this config, or None: missing, or trained by
+    another detector version or with other `model` settings (evidence_seconds, say)."""
+    try:
+        meta = orjson.loads((model / "metadata.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return "no model there yet"
+    if meta.get("detector_version") != __version__:
+        return f"the existing one was trained by detector {meta.get('detector_version')}, this is {__version__}"
+    saved = dict(meta.get("training", {}).get("model_config", {}))
+    now = settings.model.model_dump(mode="json")
+    changed = sorted(k for k in now if k not in _RUNTIME_KEYS and saved.get(k) != now[k])
+    return f"the existing one was trained with other model settings ({', '.join(changed)})" if changed else None
 
 
 def _simulate(streams: int, days: int, seed: int, out: Path) -> None:
@@ -84,8 +104,9 @@ def demo(args: argparse.Namespace) -> int:
             say(f"simulating the fraud stream to replay: {args.streams} cards x {TEST_DAYS} days (another seed)")
             _simulate(args.streams, TEST_DAYS, TEST_SEED, test_file)
         model = settings.model.path
-        if not (Path(model) / "metadata.json").exists():
-            say(f"training the default model into {model} (seeded)")
+        stale = _stale(Path(model), settings)
+        if stale:
+            say(f"training the default model into {model} (seeded): {stale}")
             subprocess.run(
                 [
                     py,

@@ -66,3 +66,21 @@ def test_evaluate_with_the_river_baseline_side_by_side_and_plots(model_dir, test
     assert sorted(rep["plots"]) == [str(plots / "pr_curve.png"), str(plots / "timelines.png")]
     for p in rep["plots"]:
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(p).stat().st_size > 10_000
+
+
+def test_demo_retrains_a_model_trained_with_other_settings(tmp_path: Path) -> None:
+    import json
+
+    from detector import __version__
+    from detector.config import Settings
+    from detector.demo import _stale
+
+    s = Settings()
+    assert _stale(tmp_path, s) == "no model there yet"
+    cfg = s.model.model_dump(mode="json")
+    meta = {"detector_version": __version__, "training": {"model_config": {**cfg, "path": "elsewhere"}}}
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    assert _stale(tmp_path, s) is None  # where it lives does not change what training makes
+    old = {k: v for k, v in cfg.items() if k != "evidence_seconds"}  # a model from before the key
+    (tmp_path / "metadata.json").write_text(json.dumps({**meta, "training": {"model_config": old}}))
+    assert "evidence_seconds" in str(_stale(tmp_path, s))
