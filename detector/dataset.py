@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from detector.evidence import Evidence
 from detector.exceptions import InvalidEvent
 from detector.features import FeatureSpec, ParsedEvent
 from detector.scoring import _rounds
@@ -95,7 +96,7 @@ def score_events(
     threshold: float,
     batch: int = 4096,
     error_weights: np.ndarray | None = None,
-    evidence: Any = None,
+    evidence: Evidence | None = None,
 ) -> Scored:
     """Score events in file order through the streaming scorer, as the daemon would."""
     from detector.scoring import StreamingScorer, table_for

@@ -7,9 +7,11 @@
 For each event: fill its per-stream features, normalise, compare the vector with what the
 stream's state before it predicted (prediction head), run one LSTM step from the stream's (h, c),
 append the vector to the stream's ring of the last W vectors, decode the new h into a
-reconstruction of those W vectors (reconstruction head), and score
+reconstruction of those W vectors (reconstruction head), and take the event's error
     (1 - a) * mean squared reconstruction error over the filled positions + a * prediction error
 with a = `prediction_weight`, stored in the model metadata because the threshold depends on it.
+With `evidence` (a model trained with it), the score is the stream's evidence: its decayed sum of
+surprises (detector.evidence); without, the event's error.
 Several events of one stream in a batch are processed in order, in rounds
 (round r holds every stream's r-th event of the batch), so any batching and interleaving gives
 the same scores as scoring one event at a time.
