@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +220,10 @@ def train_from_file(
         error_weights = fit_error_weights(weights, norm, spec, settings, events_of(val_idx))
     evidence = None
     if mc.evidence_seconds > 0:
-        evidence = fit_stream_evidence(weights, norm, spec, settings, events_of(val_idx), error_weights)
+        held_out = _scored(
+            weights, norm, spec, settings, events_of(val_idx), mc.prediction_weight, error_weights, keep_residuals=True
+        )
+        evidence = fit_stream_evidence(held_out, spec.n_features, mc.evidence_seconds)
         if evidence is None:
             log("evidence off: too few held-out events to fit it (the score is each event's error)")
     scores = score_offline(weights, norm, spec, settings, events_of(cal_idx), error_weights, evidence)
@@ -283,27 +286,18 @@ def score_offline(
     return r.score[~r.warming]
 
 
-def fit_stream_evidence(
-    weights: LstmWeights,
-    norm: Normalizer,
-    spec: FeatureSpec,
-    settings: Settings,
-    events: list[Any],
-    error_weights: np.ndarray | None,
-) -> Evidence | None:
-    """The evidence statistics from the non-warming events of normal held-out streams (None
-    when there are too few of them to estimate a covariance)."""
-    mc = settings.model
+def fit_stream_evidence(batches: Iterable[BatchScores], n_features: int, tau: float) -> Evidence | None:
+    """The evidence statistics from the non-warming events of normal held-out streams, scored
+    with residuals kept (None when there are too few of them to estimate a covariance)."""
     errors, residuals = [], []
-    batches = _scored(weights, norm, spec, settings, events, mc.prediction_weight, error_weights, keep_residuals=True)
     for r in batches:
         assert r.residual is not None
         errors.append(r.error[~r.warming])
         residuals.append(r.residual[~r.warming])
-    err = np.concatenate(errors)
-    if len(err) < 4 * spec.n_features:
+    err = np.concatenate(errors) if errors else np.zeros(0, np.float32)
+    if len(err) < 4 * n_features:
         return None
-    return fit_evidence(err, np.concatenate(residuals), mc.evidence_seconds)
+    return fit_evidence(err, np.concatenate(residuals), tau)
 
 
 def _scored(
