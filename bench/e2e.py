@@ -346,6 +346,12 @@ def _latency(
 
         threading.Thread(target=read_in, daemon=True).start()
     prod = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": LOAD_LINGER_MS})
+    load_failed: list[str] = []  # events the load generator could not deliver: not the daemon's to score
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            load_failed.append(f"{orjson.loads(msg.value())['event_id']}: {err}")
+
     n = int(rate * seconds)
     # Events keep their simulated spacing, shifted to end now. (Re-stamping every event "now"
     # made each card buy every 2 s: a velocity anomaly on every event, so the run measured an
@@ -364,7 +370,7 @@ def _latency(
         if i % 50 == 49:
             ev.update(amount=9e6, country="ZZ", channel="atm", merchant_category="jewelry")
             sent[ev["event_id"]] = time.time()
-        prod.produce(topic, orjson.dumps(ev), ev["stream_id"].encode())
+        prod.produce(topic, orjson.dumps(ev), ev["stream_id"].encode(), on_delivery=delivered)
         prod.poll(0)
     prod.flush()
     offered = n / (time.monotonic() - t0)
@@ -381,6 +387,8 @@ def _latency(
         # The daemon's own share: from readable in the input topic to scored (its detected_at).
         own = np.array([detected[k] - seen_in[k] for k in sent if k in seen_in and k in detected]) * 1000
         print("readable->scored p50/p99 ms", np.percentile(own, [50, 99]) if len(own) else None, len(own))
+        missing = [k for k in sent if k not in got]
+        print("not alerted:", [(k, "readable" if k in seen_in else "never readable") for k in missing[:10]])
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         print("\n".join(x for x in text.splitlines() if x.startswith(DIAGNOSTIC_METRICS)))
@@ -397,6 +405,7 @@ def _latency(
         "anomalies": len(sent),
         "alerts_read": len(lat),
         "alerts_total": len(got),
+        "load_delivery_failures": load_failed[:10],
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
         "p95_ms": float(np.percentile(lat, 95)) if len(lat) else None,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,

@@ -1,4 +1,5 @@
-"""Latency at one offered rate, several runs, one broker: `PYTHONPATH=. python -m bench.latency_probe 5000 5`.
+"""Latency at one offered rate, several runs, one broker: `PYTHONPATH=. python -m bench.latency_probe 5000 5`
+(arguments: rate, runs, client, seconds per run; defaults 5000, 3, confluent, 10).
 
 A quicker loop than the full e2e suite for tuning the 5,000 events/s latency target. With the
 client `broker`, no daemon runs: the same paced load, and each marked event timed from produce to
@@ -23,10 +24,11 @@ def main() -> None:
     rate = float(sys.argv[1]) if len(sys.argv) > 1 else 5000.0
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     client = sys.argv[3] if len(sys.argv) > 3 else "confluent"
+    seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 10.0
     base = Settings()
     with tempfile.TemporaryDirectory() as tmpd, e2e.LocalBroker() as broker:
         tmp = Path(tmpd)
-        lines = e2e._lines(int(rate * 10), 10_000, 8)
+        lines = e2e._lines(int(rate * seconds), 10_000, 8)
         # The broker's JIT warms up over ~30 s of load (a cold broker alone adds seconds of
         # produce-to-readable delay): a million events through it first, as the e2e suite does.
         warm = e2e._lines(500_000, 10_000, 9)
@@ -36,17 +38,17 @@ def main() -> None:
             e2e._bare_consume(broker.bootstrap, f"warm-{k}", len(warm), loader)
         if client == "broker":
             for _ in range(reps):
-                pct = _broker_only(broker.bootstrap, lines, rate, 10)
+                pct = _broker_only(broker.bootstrap, lines, rate, seconds)
                 print(f"broker only, {rate:,.0f} ev/s: produce->readable p50/p95/p99 {pct} ms", flush=True)
             return
         model = e2e._model(base, tmp, False)
         e2e._latency(base, broker.bootstrap, model, lines, rate, 5, tmp, client)
         for _ in range(reps):
-            r = e2e._latency(base, broker.bootstrap, model, lines, rate, 10, tmp, client)
+            r = e2e._latency(base, broker.bootstrap, model, lines, rate, seconds, tmp, client)
             print(
                 f"{client} {rate:,.0f} ev/s: p50 {r['p50_ms']:.1f} p95 {r['p95_ms']:.1f} p99 {r['p99_ms']:.1f} ms "
                 f"({r['alerts_read']}/{r['anomalies']}); sent->scored p50/p99 {r['sent_to_scored_p50_p99_ms']}, "
-                f"scored->read {r['scored_to_read_p50_p99_ms']}",
+                f"scored->read {r['scored_to_read_p50_p99_ms']}; load not delivered: {r['load_delivery_failures']}",
                 flush=True,
             )
 

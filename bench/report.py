@@ -49,8 +49,14 @@ def markdown(r: dict[str, Any]) -> str:
             f"Physical bound: {h['flops_per_event']:,} FLOPs per event over {h['matmul_gflops']:.1f} GFLOP/s "
             f"(float32 1024x1024 matmul, this machine) = {fmt(h['physical_bound_events_per_s'])} events/s; "
             f"ours at 10k streams, batch 1024 reaches {h['fraction_of_bound']:.1%} of it.",
-            "",
         ]
+        if "flop_ratio_windowed_over_ours" in h:  # results before 2026-12-02's fourth run lack it
+            lines.append(
+                f"The windowed AE does {h['windowed_flops_per_event']:,} FLOPs per event and reaches "
+                f"{h['windowed_fraction_of_bound']:.1%} of the bound: at equal efficiency ours would be "
+                f"{h['flop_ratio_windowed_over_ours']:.1f}x faster (the FLOP ratio)."
+            )
+        lines.append("")
     e = r.get("e2e")
     if e:
         lines += _e2e(e)

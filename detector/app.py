@@ -141,7 +141,8 @@ class Detector:
         self._lag_at = -LAG_EVERY_S
         # One line per 10 s at most for bad events: a flood of them must not flood the logs.
         self._dlq_log = RateLimited(log, every=10.0)
-        self._sink: Sink | None = None
+        self._sink: Sink | None = None  # alerts and dead letters
+        self._state_sink: Sink | None = None  # the changelog only: see _session
         self._source: Source | None = None
         self._outbox: Outbox | None = None
         self._paused = False  # input paused: Kafka rejects alerts or dead letters for now
@@ -286,11 +287,11 @@ class Detector:
     def checkpoint(self, reason: str, blocking: bool = True) -> None:
         """Make everything up to the last processed event durable, in this order:
 
-        1. flush the producer: every alert and dead letter sent so far is acknowledged (acks=all),
+        1. flush the alerts' producer: every alert and dead letter sent so far is acknowledged,
            or DeliveryFailed is raised and nothing below happens;
         2. produce the state of every stream changed since the last checkpoint to the changelog
-           (partition = the stream's input partition), a tombstone for each evicted stream, and
-           flush again;
+           (partition = the stream's input partition) through the state's own producer, a
+           tombstone for each evicted stream, and flush that one (acks=all, both);
         3. commit the input offsets of every event processed so far.
         Step 1 comes first so that durable state never runs ahead of its alerts: a saved state
         implies the alerts of every event it holds were acknowledged. A crash before step 2
@@ -298,8 +299,9 @@ class Detector:
         and 3 skips the events the saved state already holds (each stream's applied offset).
         """
         assert self._sink is not None and self._source is not None and self._outbox is not None
+        assert self._state_sink is not None
         t0 = time.perf_counter()
-        topic, t, box = self.settings.kafka.state_topic, self.table, self._outbox
+        topic, t, box, state = self.settings.kafka.state_topic, self.table, self._outbox, self._state_sink
         try:
             self._sink.flush(FLUSH_TIMEOUT_S)
             box.pump(time.monotonic())
@@ -309,18 +311,18 @@ class Detector:
             if self._incremental is not None:  # finish it first: its offsets come before ours
                 inc, self._incremental = self._incremental, None
                 for key, value, part in inc.records[inc.cursor :]:
-                    self._sink.send(topic, key, value, partition=part)
-                self._sink.flush(FLUSH_TIMEOUT_S)
-                self._sink.all_acked(inc.sent)
+                    state.send(topic, key, value, partition=part)
+                state.flush(FLUSH_TIMEOUT_S)
+                state.all_acked(inc.sent)
                 self._pending = {
                     k: max(v, self._pending.get(k, 0)) for k, v in {**inc.offsets, **self._pending}.items()
                 }
             for key, value, part in self._state_records():
-                self._sink.send(topic, key, value, partition=part)
+                state.send(topic, key, value, partition=part)
             for sid, part in t.evicted:
-                self._sink.send(topic, sid.encode(), None, partition=part)
+                state.send(topic, sid.encode(), None, partition=part)
             t.evicted.clear()
-            self._sink.flush(FLUSH_TIMEOUT_S)
+            state.flush(FLUSH_TIMEOUT_S)
             self._source.commit(self._pending, blocking)
         except Exception:
             self.metrics.checkpoint_failures.inc()
@@ -354,7 +356,8 @@ class Detector:
     def _advance_checkpoint(self) -> None:
         """One step: wait for the alerts (non-blocking), send a chunk of state, commit when acked."""
         inc = self._incremental
-        assert inc is not None and self._sink is not None and self._source is not None and self._outbox is not None
+        state = self._state_sink
+        assert inc is not None and state is not None and self._source is not None and self._outbox is not None
         try:
             now = time.monotonic()
             waited = now - inc.started
@@ -369,18 +372,18 @@ class Detector:
             if inc.sending_since is None:
                 inc.sending_since = now
             if inc.cursor < len(inc.records):
-                # One chunk in flight at a time: an alert raised meanwhile waits behind at most one
-                # chunk of state in the producer, not the whole snapshot.
-                if inc.chunk and not self._sink.all_acked(inc.chunk):
+                # One chunk in flight at a time: the loop's share of the producer work is paced,
+                # and the broker takes the snapshot in steps, not at once.
+                if inc.chunk and not state.all_acked(inc.chunk):
                     return
                 topic = self.settings.kafka.state_topic
                 end = min(inc.cursor + CHECKPOINT_CHUNK, len(inc.records))
                 for key, value, part in inc.records[inc.cursor : end]:
-                    self._sink.send(topic, key, value, partition=part)
+                    state.send(topic, key, value, partition=part)
                 inc.cursor = end
-                inc.chunk = self._sink.take_pending()
+                inc.chunk = state.take_pending()
                 inc.sent += inc.chunk
-            if inc.cursor < len(inc.records) or not self._sink.all_acked(inc.sent):
+            if inc.cursor < len(inc.records) or not state.all_acked(inc.sent):
                 return
             self._source.commit(inc.offsets)
         except Exception:
@@ -460,6 +463,10 @@ class Detector:
             self._prepare_topics()
             self._sink = make_sink(s.kafka).__enter__()
             stack.callback(self._close_sink)  # the sink in use then: re-sends may replace it
+            # State goes through a producer (and broker connection) of its own. The broker serves
+            # one connection's requests one at a time, so on a shared producer an alert raised
+            # during a checkpoint waited for a state chunk's ~0.5 MB request to be written first.
+            self._state_sink = stack.enter_context(make_sink(s.kafka))
             self._outbox = Outbox(self._sink)
             self._source = stack.enter_context(make_source(s.kafka, self._on_assign, self._on_revoke))
             self._failing, self._paused = False, False

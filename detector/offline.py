@@ -13,7 +13,7 @@ import numpy as np
 
 from detector.config import Settings
 from detector.dataset import Dataset, Scored, load_events, score_events
-from detector.evaluate import evaluate
+from detector.evaluate import average_precision, evaluate
 from detector.exceptions import DetectorError
 from detector.features import FeatureSpec
 from detector.model import Artifact, load_artifact
@@ -98,6 +98,8 @@ def evaluate_file(
             "event_recall": float(r.alert[idx].mean()),
             "incidents": len(incs),
             "incidents_caught": len(caught),
+            # What this type costs the ranking: PR-AUC over every other event.
+            "pr_auc_without": average_precision(scores[~idx], labels[~idx]),
         }
     report["by_fraud_type"] = by_type
     if baseline == "river-hst":
@@ -142,5 +144,6 @@ def format_report(rep: dict[str, Any]) -> str:
     for t, v in rep.get("by_fraud_type", {}).items():
         lines.append(
             f"  {t:<22} incidents {v['incidents_caught']}/{v['incidents']}  event recall {v['event_recall']:.2f}"
+            f"  PR-AUC without it {v['pr_auc_without']:.3f}"
         )
     return "\n".join(lines)

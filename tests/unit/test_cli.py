@@ -50,6 +50,18 @@ def test_score_and_evaluate_offline(model_dir, test_file, tmp_path) -> None:  # 
     for k in (*REPORT_KEYS, "events", "alerts"):
         assert k in rep
     assert rep["events"] == n_in and rep["alerts"] == sum(x["alert"] for x in lines)
+    # Each fraud type's cost to the ranking: PR-AUC over every event not of that type.
+    import numpy as np
+
+    from detector.evaluate import average_precision
+
+    events = [json.loads(x) for x in test_file.open()]
+    scores = np.array([0.0 if x["warming"] else x["score"] for x in lines])
+    labels = np.array([e["label"] for e in events])
+    assert rep["by_fraud_type"]
+    for t, v in rep["by_fraud_type"].items():
+        keep = np.array([e["fraud_type"] != t for e in events])
+        assert v["pr_auc_without"] == pytest.approx(average_precision(scores[keep], labels[keep]), abs=1e-4)
 
 
 def test_evaluate_with_the_river_baseline_side_by_side_and_plots(model_dir, test_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
