@@ -269,6 +269,8 @@ DIAGNOSTIC_METRICS = (
     "detector_events_total",
     "detector_dead_letter_total",
     "detector_alerts_total",
+    "detector_output_retries_total",
+    "detector_input_paused",
 )
 
 
@@ -317,12 +319,14 @@ def _latency(
     parts = cons.list_topics(s.kafka.alerts_topic, timeout=10).topics[s.kafka.alerts_topic].partitions
     cons.assign([TopicPartition(s.kafka.alerts_topic, p, OFFSET_BEGINNING) for p in parts])
     stop = threading.Event()
+    read_upto: dict[int, int] = {}  # the live reader's last offset per partition (diagnosis)
 
     def read() -> None:
         while not stop.is_set():
             m = cons.poll(0.05)  # one message: consume(n, t) would wait t for n of them
             if m is not None and m.error() is None:
                 now = time.time()
+                read_upto[m.partition()] = m.offset()
                 a = orjson.loads(m.value() or b"{}")
                 got.setdefault(a["event_id"], now)
                 detected.setdefault(a["event_id"], parse_timestamp(a["detected_at"]))
@@ -389,6 +393,23 @@ def _latency(
         print("readable->scored p50/p99 ms", np.percentile(own, [50, 99]) if len(own) else None, len(own))
         missing = [k for k in sent if k not in got]
         print("not alerted:", [(k, "readable" if k in seen_in else "never readable") for k in missing[:10]])
+        if missing:  # were they in the alerts topic all along? A fresh reader from the beginning:
+            fresh = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{tag}", "enable.auto.commit": False})
+            fresh.assign([TopicPartition(s.kafka.alerts_topic, p, OFFSET_BEGINNING) for p in parts])
+            found: dict[str, tuple[float, int, int]] = {}
+            quiet_until = time.monotonic() + 5
+            while time.monotonic() < quiet_until:
+                m = fresh.poll(0.2)
+                if m is not None and m.error() is None:
+                    a = orjson.loads(m.value() or b"{}")
+                    found[a.get("event_id")] = (parse_timestamp(a["detected_at"]), m.partition(), m.offset())
+                    quiet_until = time.monotonic() + 5
+            fresh.close()
+            print(
+                "of those, in the alerts topic now (ms from sent to detected_at, partition, offset):",
+                [(k, round((found[k][0] - sent[k]) * 1000, 1), *found[k][1:]) for k in missing if k in found],
+                f"({len(found)} alerts); the live reader read up to offsets {read_upto}",
+            )
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         print("\n".join(x for x in text.splitlines() if x.startswith(DIAGNOSTIC_METRICS)))

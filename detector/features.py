@@ -30,8 +30,11 @@ from detector.config import FeaturesConfig
 from detector.exceptions import InvalidEvent
 
 MAX_ID_LENGTH = 256
-# The running median moves by at most this many log units per event (robust to one-off outliers)
-# with this gain; 0.2 follows a stable spend level within ~10 events.
+# The running median moves towards each value with this gain (0.2 follows a stable level within
+# ~10 events), by a difference clipped to MEDIAN_MAX_STEP of the source column's standard deviation
+# on the training data (robust to one-off outliers, in the column's own scale: a clip fixed in raw
+# units, 0.5, suited log amounts, but held the median of a sensor's current, in amperes, 2 days
+# behind a machine back to normal after a fault, alerting all the while).
 MEDIAN_GAIN = 0.2
 MEDIAN_MAX_STEP = 0.5
 _HASH_CACHE_LIMIT = 100_000  # distinct categorical values cached; beyond it we hash each time
@@ -107,6 +110,9 @@ class FeatureSpec:
         # The embedding tables (buckets, dimensions) of the embedded fields, in order; None until
         # bound to a model's (`with_embeddings`).
         self.embeddings: tuple[np.ndarray, ...] | None = None if self.embedded else ()
+        # The running median's largest move per event, in raw units: MEDIAN_MAX_STEP standard
+        # deviations of its source column, fitted at training time (`with_median_step`).
+        self.median_step = MEDIAN_MAX_STEP
         self.names: tuple[str, ...] = tuple(names)
         self.n_features = len(names)
         # Flat plans for the per-event hot path (validate), built once.
@@ -128,6 +134,20 @@ class FeatureSpec:
     def one_hot_blocks(self) -> tuple[int, ...]:
         """Sizes of the one-hot blocks, which are the last columns of the vector, in order."""
         return tuple(self.categorical[i].buckets for i in self.one_hot_index)
+
+    def fit_median_step(self, events: list[ParsedEvent]) -> float | None:
+        """MEDIAN_MAX_STEP standard deviations of the running median's source column over
+        `events` (training data); None when the spec has no running median."""
+        if self.med_col < 0 or not events:
+            return None
+        sd = float(np.std(self.base_matrix(events)[:, self.med_src]))
+        return MEDIAN_MAX_STEP * sd if np.isfinite(sd) and sd > 0 else MEDIAN_MAX_STEP
+
+    def with_median_step(self, step: float | None) -> FeatureSpec:
+        """This spec with a model's running-median step (None: the default, as models before it)."""
+        bound = copy.copy(self)
+        bound.median_step = MEDIAN_MAX_STEP if step is None else float(step)
+        return bound
 
     def with_embeddings(self, tables: dict[str, np.ndarray] | None) -> FeatureSpec:
         """This spec with the embedding tables of a model (name -> (buckets, dimensions))."""
@@ -310,7 +330,7 @@ class FeatureSpec:
         if self.med_col >= 0:
             v = x[:, self.med_src]
             x[:, self.med_col] = np.where(seen, v - median, np.nan)
-            step = np.clip(v - median, -MEDIAN_MAX_STEP, MEDIAN_MAX_STEP) * MEDIAN_GAIN
+            step = np.clip(v - median, -self.median_step, self.median_step) * MEDIAN_GAIN
             new_median = np.where(seen, median + step, v).astype(np.float32)
         new_known = known
         if self.n_novelty and marks is not None and known is not None:

@@ -67,7 +67,7 @@ class Artifact:
 
     def bind(self, spec: FeatureSpec) -> FeatureSpec:
         """`spec` with this model's embedding tables, ready to featurise events for it."""
-        return spec.with_embeddings(self.embeddings)
+        return spec.with_embeddings(self.embeddings).with_median_step(self.metadata.get("median_step"))
 
     @property
     def evidence(self) -> Evidence | None:
@@ -154,8 +154,8 @@ def version_of(weights: LstmWeights, described: dict[str, Any]) -> str:
 
 def _scoring_of(extra: dict[str, Any]) -> dict[str, Any]:
     """Metadata that changes scores, so the version: error weights, the learned initial state,
-    embedding tables and evidence statistics when the model has them."""
-    keys = ("error_weights", "initial_state", "embeddings", "evidence")
+    embedding tables, evidence statistics and the running median's step when the model has them."""
+    keys = ("error_weights", "initial_state", "embeddings", "evidence", "median_step")
     return {k: extra[k] for k in keys if extra.get(k) is not None}
 
 

@@ -186,6 +186,8 @@ def train_from_file(
     train_events = [ds.events[i] for i in np.sort(np.concatenate(train_idx))]
     embeddings = fit_embeddings(spec, train_events)
     spec = spec.with_embeddings(embeddings)
+    median_step = spec.fit_median_step(train_events)
+    spec = spec.with_median_step(median_step)
     if embeddings:
         log(f"embeddings of {', '.join(embeddings)} fitted on the training streams")
     raw = featurize(spec, ds.events)
@@ -242,6 +244,7 @@ def train_from_file(
             "bucket_labels": bucket_labels(spec, train_events) or None,
             "error_weights": None if error_weights is None else error_weights.tolist(),
             "evidence": None if evidence is None else evidence.to_dict(),
+            "median_step": median_step,
             "training": {
                 "data_fingerprint": _fingerprint(Path(data)),
                 "events": len(ds.events),

@@ -129,6 +129,39 @@ def test_derived_features_follow_the_stream(spec: FeatureSpec) -> None:
     assert rec2[0] == pytest.approx(math.exp(-60 / 3600) + 1)
 
 
+def test_the_running_median_moves_in_its_columns_own_scale() -> None:
+    """A sensor's current (amperes, sd ~10): after a level shift back from 86 A to 30 A, the
+    median follows within tens of events with the step fitted on training data; with the fixed
+    raw step of 0.5 it would need ~560 events (two days at one reading per 5 minutes)."""
+    cfg = FeaturesConfig(
+        numeric=({"name": "current", "transform": "none"},),
+        categorical=(),
+        relative_to_median="current",
+        label_fields=("label",),
+    )
+    unfitted = FeatureSpec(cfg)
+    rng = np.random.default_rng(3)
+    train = [unfitted.parse(orjson.dumps({**GOOD, "current": float(v)})) for v in rng.normal(30, 10, 500)]
+    step = unfitted.fit_median_step(train)
+    assert step == pytest.approx(0.5 * np.std([e.numeric[0] for e in train]), rel=1e-6)
+    assert unfitted.median_step == 0.5  # unchanged: binding makes a copy
+    assert FeatureSpec(FeaturesConfig(relative_to_median=None)).fit_median_step(train) is None
+
+    def events_to_recover(s: FeatureSpec) -> int:
+        med = np.array([86.0], np.float32)
+        last, rec = np.zeros(1), np.zeros(1, np.float32)
+        back = s.parse(orjson.dumps({**GOOD, "current": 30.0}))
+        for n in range(1, 2000):
+            x = s.base_matrix([back])
+            last, med, rec, _ = s.derive(x, np.array([300.0 * n]), last, med, rec, np.array([True]))
+            if abs(float(med[0]) - 30.0) < 1.0:
+                return n
+        return 2000
+
+    fast, slow = events_to_recover(unfitted.with_median_step(step)), events_to_recover(unfitted)
+    assert fast < 80 and slow > 500, (fast, slow)  # measured 59 and 551
+
+
 def test_labels_do_not_reach_the_features(spec: FeatureSpec) -> None:
     with_labels = spec.parse(orjson.dumps({**GOOD, "label": 1, "fraud_type": "x", "incident_id": "i"}))
     without = spec.parse(raw())

@@ -25,7 +25,7 @@ def _scores(model_dir: Path, settings: Settings, data: Path) -> np.ndarray:
     ).score
 
 
-def test_artifact_has_model_and_metadata(model_dir: Path) -> None:
+def test_artifact_has_model_and_metadata(model_dir: Path, small_settings: Settings) -> None:
     meta = json.loads((model_dir / "metadata.json").read_text())
     for key in (
         "version",
@@ -41,6 +41,9 @@ def test_artifact_has_model_and_metadata(model_dir: Path) -> None:
         assert key in meta
     assert meta["threshold"]["value"] > 0
     assert (model_dir / "model.keras").is_file() and (model_dir / "training.png").is_file()
+    # The running median's step, fitted on the training data, is what a bound spec uses.
+    spec = FeatureSpec(small_settings.features)
+    assert meta["median_step"] > 0 and load_artifact(model_dir, spec).bind(spec).median_step == meta["median_step"]
 
 
 def test_save_load_round_trip_gives_identical_scores(
