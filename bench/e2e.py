@@ -393,7 +393,9 @@ def _latency(
         print("readable->scored p50/p99 ms", np.percentile(own, [50, 99]) if len(own) else None, len(own))
         missing = [k for k in sent if k not in got]
         print("not alerted:", [(k, "readable" if k in seen_in else "never readable") for k in missing[:10]])
-        if missing:  # were they in the alerts topic all along? A fresh reader from the beginning:
+        if missing:  # were they in the alerts topic all along? Its end offsets now, then a fresh reader:
+            ends = {p: cons.get_watermark_offsets(TopicPartition(s.kafka.alerts_topic, p), timeout=5)[1] for p in parts}
+            print("alerts topic end offsets now:", ends)
             fresh = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{tag}", "enable.auto.commit": False})
             fresh.assign([TopicPartition(s.kafka.alerts_topic, p, OFFSET_BEGINNING) for p in parts])
             found: dict[str, tuple[float, int, int]] = {}
