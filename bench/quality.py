@@ -27,6 +27,7 @@ def _row(name: str, rep: dict[str, Any]) -> dict[str, Any]:
         "events": rep["events"],
         "lstm": {k: rep.get(k) for k in KEYS},
         "river_hst": {k: b.get(k) for k in KEYS},
+        "by_type": rep.get("by_fraud_type", {}),
     }
 
 

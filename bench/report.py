@@ -103,7 +103,29 @@ def markdown(r: dict[str, Any]) -> str:
             "HST: River HalfSpaceTrees, default parameters, its threshold an oracle quantile of this file.",
             "",
         ]
+        lines += _by_type(q["rows"])
     return "\n".join(lines) + "\n"
+
+
+def _by_type(rows: list[dict[str, Any]]) -> list[str]:
+    """The LSTM's incidents caught per fraud or fault type, and the PR-AUC without that type."""
+    rows = [r for r in rows if r.get("by_type")]  # results before 2026-12-02's fourth run lack it
+    if not rows:
+        return []
+    lines = [
+        "By type (LSTM): incidents caught / incidents, and the PR-AUC over every other event (what the",
+        "type costs the ranking).",
+        "",
+        "| data | type | incidents | event recall | PR-AUC without it |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for t, v in r["by_type"].items():
+            lines.append(
+                f"| {r['data']} | {t} | {v['incidents_caught']}/{v['incidents']} | {v['event_recall']:.2f} "
+                f"| {v['pr_auc_without']:.3f} |"
+            )
+    return [*lines, ""]
 
 
 def _e2e(e: dict[str, Any]) -> list[str]:
