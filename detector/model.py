@@ -66,7 +66,8 @@ class Artifact:
         return dict(self.metadata.get("bucket_labels") or {})
 
     def bind(self, spec: FeatureSpec) -> FeatureSpec:
-        """`spec` with this model's embedding tables, ready to featurise events for it."""
+        """`spec` with this model's embedding tables and running-median step, ready to featurise
+        events for it."""
         return spec.with_embeddings(self.embeddings).with_median_step(self.metadata.get("median_step"))
 
     @property
