@@ -135,6 +135,11 @@ class FeaturesConfig(_Section):
     recent_events_window_seconds: float = Field(3600.0, ge=0)
     # The numeric field whose ratio to the stream's running median is a feature (None: off).
     relative_to_median: str | None = "amount"
+    # The running median moves 20% of the way to each value, the difference first clipped to this
+    # many standard deviations of the field on the training data. Larger: it forgets a fault's
+    # level sooner once the stream is back to normal; smaller: it lags a slow drift, which then
+    # shows against it (and keeps showing after the drift ends).
+    relative_to_median_step: float = Field(0.5, gt=0)
     # Per stream: 1 when this field's value is new for the stream, else 0 (a 64-bit set of value
     # hashes per field and stream: 8 bytes). A card's first foreign country, first unusual shop.
     novelty: tuple[str, ...] = ()

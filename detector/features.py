@@ -31,10 +31,11 @@ from detector.exceptions import InvalidEvent
 
 MAX_ID_LENGTH = 256
 # The running median moves towards each value with this gain (0.2 follows a stable level within
-# ~10 events), by a difference clipped to MEDIAN_MAX_STEP of the source column's standard deviation
-# on the training data (robust to one-off outliers, in the column's own scale: a clip fixed in raw
-# units, 0.5, suited log amounts, but held the median of a sensor's current, in amperes, 2 days
-# behind a machine back to normal after a fault, alerting all the while).
+# ~10 events), by a difference clipped to `features.relative_to_median_step` standard deviations
+# of the source column on the training data (robust to one-off outliers, in the column's own
+# scale). Models trained before that clip it at MEDIAN_MAX_STEP raw units: fine for log amounts,
+# but it held the median of a sensor's current, in amperes, 2 days behind a machine back to normal
+# after a fault, alerting all the while.
 MEDIAN_GAIN = 0.2
 MEDIAN_MAX_STEP = 0.5
 _HASH_CACHE_LIMIT = 100_000  # distinct categorical values cached; beyond it we hash each time
@@ -110,7 +111,7 @@ class FeatureSpec:
         # The embedding tables (buckets, dimensions) of the embedded fields, in order; None until
         # bound to a model's (`with_embeddings`).
         self.embeddings: tuple[np.ndarray, ...] | None = None if self.embedded else ()
-        # The running median's largest move per event, in raw units: MEDIAN_MAX_STEP standard
+        # The running median's clip per event, in raw units: `relative_to_median_step` standard
         # deviations of its source column, fitted at training time (`with_median_step`).
         self.median_step = MEDIAN_MAX_STEP
         self.names: tuple[str, ...] = tuple(names)
@@ -136,12 +137,12 @@ class FeatureSpec:
         return tuple(self.categorical[i].buckets for i in self.one_hot_index)
 
     def fit_median_step(self, events: list[ParsedEvent]) -> float | None:
-        """MEDIAN_MAX_STEP standard deviations of the running median's source column over
-        `events` (training data); None when the spec has no running median."""
+        """`relative_to_median_step` standard deviations of the running median's source column
+        over `events` (training data); None when the spec has no running median."""
         if self.med_col < 0 or not events:
             return None
         sd = float(np.std(self.base_matrix(events)[:, self.med_src]))
-        return MEDIAN_MAX_STEP * sd if np.isfinite(sd) and sd > 0 else MEDIAN_MAX_STEP
+        return self.cfg.relative_to_median_step * sd if np.isfinite(sd) and sd > 0 else MEDIAN_MAX_STEP
 
     def with_median_step(self, step: float | None) -> FeatureSpec:
         """This spec with a model's running-median step (None: the default, as models before it)."""

@@ -146,6 +146,8 @@ def test_the_running_median_moves_in_its_columns_own_scale() -> None:
     assert step == pytest.approx(0.5 * np.std([e.numeric[0] for e in train]), rel=1e-6)
     assert unfitted.median_step == 0.5  # unchanged: binding makes a copy
     assert FeatureSpec(FeaturesConfig(relative_to_median=None)).fit_median_step(train) is None
+    slow = FeatureSpec(FeaturesConfig(**{**cfg.model_dump(), "relative_to_median_step": 0.05}))
+    assert slow.fit_median_step(train) == pytest.approx(step / 10, rel=1e-6)
 
     def events_to_recover(s: FeatureSpec) -> int:
         med = np.array([86.0], np.float32)
