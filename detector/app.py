@@ -5,8 +5,8 @@
     app.stop()                                # from a signal handler or another thread
 
 One iteration: poll a batch -> decode and validate (bad events to the dead-letter topic) ->
-score the batch -> publish alerts -> checkpoint when due. See `checkpoint` for the order that
-makes delivery at-least-once: offsets are committed only after the alerts, dead letters and the
+score the batch -> publish alerts -> checkpoint when due. See `detector.checkpointing` for the
+order that makes delivery at-least-once: offsets are committed only after the alerts, dead letters and the
 state they depend on are acknowledged by Kafka. A failure raises out of the loop without
 committing, so a restarted instance re-scores the uncommitted tail from the matching state.
 """
@@ -30,6 +30,7 @@ from detector import checkpoint as ckpt
 from detector.alerts import AlertPolicy
 from detector.backend import Sink, Source, make_sink, make_source
 from detector.changelog import read_partition
+from detector.checkpointing import Checkpointer, Io
 from detector.config import Settings
 from detector.exceptions import DetectorError, InvalidEvent, KafkaUnavailable
 from detector.explain import Explainer
@@ -45,40 +46,12 @@ from detector.sink import DeliveryFailed
 from detector.source import Partition, Record
 
 log = logging.getLogger("detector")
-# 30 s for the broker to acknowledge a batch's alerts and dead letters: well above a healthy
-# broker's milliseconds, below the consumer's max.poll.interval (5 min) so a rebalance is not forced.
-FLUSH_TIMEOUT_S = 30.0
-
-
-@dataclass
-class _Incremental:
-    """A checkpoint spread over loop iterations: the state snapshot is encoded at once, sent in
-    chunks once the alerts it depends on are acknowledged, and its offsets committed last."""
-
-    offsets: dict[Partition, int]
-    upto: int  # the outbox's sequence number of the last alert or dead letter it depends on
-    records: list[tuple[bytes, bytes | None, int]]
-    started: float
-    sent: list[Any] = field(default_factory=list)
-    chunk: list[Any] = field(default_factory=list)  # the futures of the last chunk sent
-    cursor: int = 0
-    sending_since: float | None = None
-
-
 # Failures that end a session but not the process (after the first assignment): Kafka down or
 # refusing a write or a commit. Config and model errors are not among them.
 TRANSIENT: tuple[type[Exception], ...] = (DeliveryFailed, KafkaUnavailable)
 MAX_BACKOFF_S = 30.0
-# An interval checkpoint still unacknowledged after this long makes /readyz report not ready:
-# Kafka is slow or away (the checkpoint itself gives up after FLUSH_TIMEOUT_S).
-STALL_S = 3.0
-
 # Consumer lag (a gauge for dashboards) is read from the client at most this often.
 LAG_EVERY_S = 1.0
-
-# State records sent per loop iteration by an incremental checkpoint: ~15 ms of producer work,
-# so the loop never stalls for the whole snapshot (10k streams ~ 17 MB).
-CHECKPOINT_CHUNK = 500
 
 
 def _freeze_heap() -> None:
@@ -131,10 +104,8 @@ class Detector:
         self.assigned: frozenset[Partition] = frozenset()
         self._stop = threading.Event()
         self._reported = {"suppressed": 0, "evictions": 0}  # running totals already added to counters
-        self._pending: dict[Partition, int] = {}  # next offset per partition, not yet committed
-        self._last_checkpoint = time.monotonic()
+        self._checkpoints = Checkpointer(settings.kafka.state_topic, self.metrics, self.health, self._set_ready)
         self._callback_error: BaseException | None = None
-        self._incremental: _Incremental | None = None
         self._source_tag = ckpt.source_tag(settings.kafka.input_topic)
         self._was_ready = False  # assigned partitions at least once: later Kafka failures are retried
         self._failing = False
@@ -283,120 +254,39 @@ class Detector:
         log.info("restored %d streams of partitions %s in %.2fs", n, partitions, time.monotonic() - t0)
         return n
 
-    # -- checkpoint ----------------------------------------------------------------------------
+    # -- checkpoint (detector.checkpointing holds the order) -----------------------------------
+    def _io(self) -> Io:
+        assert self._outbox is not None and self._state_sink is not None and self._source is not None
+        return Io(self._outbox, self._state_sink, self._source)
+
     def checkpoint(self, reason: str, blocking: bool = True) -> None:
-        """Make everything up to the last processed event durable, in this order:
+        """Make everything up to the last processed event durable (`Checkpointer.commit`)."""
+        done = self._checkpoints.commit(
+            reason, self._io(), self.table, self.artifact.version, self._source_tag, blocking
+        )
+        self._committed(done)
 
-        1. flush the alerts' producer: every alert and dead letter sent so far is acknowledged,
-           or DeliveryFailed is raised and nothing below happens;
-        2. produce the state of every stream changed since the last checkpoint to the changelog
-           (partition = the stream's input partition) through the state's own producer, a
-           tombstone for each evicted stream, and flush that one (acks=all, both);
-        3. commit the input offsets of every event processed so far.
-        Step 1 comes first so that durable state never runs ahead of its alerts: a saved state
-        implies the alerts of every event it holds were acknowledged. A crash before step 2
-        completes re-scores from the previous commit with the previous state; a crash between 2
-        and 3 skips the events the saved state already holds (each stream's applied offset).
-        """
-        assert self._sink is not None and self._source is not None and self._outbox is not None
-        assert self._state_sink is not None
-        t0 = time.perf_counter()
-        topic, t, box, state = self.settings.kafka.state_topic, self.table, self._outbox, self._state_sink
-        try:
-            self._sink.flush(FLUSH_TIMEOUT_S)
-            box.pump(time.monotonic())
-            if not box.acked_upto(box.seq):
-                why = box.failure or "timed out"
-                raise DeliveryFailed(f"{len(box)} alerts or dead letters not acknowledged: {why}")
-            if self._incremental is not None:  # finish it first: its offsets come before ours
-                inc, self._incremental = self._incremental, None
-                for key, value, part in inc.records[inc.cursor :]:
-                    state.send(topic, key, value, partition=part)
-                state.flush(FLUSH_TIMEOUT_S)
-                state.all_acked(inc.sent)
-                self._pending = {
-                    k: max(v, self._pending.get(k, 0)) for k, v in {**inc.offsets, **self._pending}.items()
-                }
-            for key, value, part in self._state_records():
-                state.send(topic, key, value, partition=part)
-            for sid, part in t.evicted:
-                state.send(topic, sid.encode(), None, partition=part)
-            t.evicted.clear()
-            state.flush(FLUSH_TIMEOUT_S)
-            self._source.commit(self._pending, blocking)
-        except Exception:
-            self.metrics.checkpoint_failures.inc()
-            self._set_ready(False, f"checkpoint failed ({reason})")
-            raise
-        self.stats.committed.update(self._pending)
-        if self._pending:
-            self.stats.last_commit_at = time.monotonic()
-        self._pending = {}
-        self._last_checkpoint = time.monotonic()
-        self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
-
-    def _state_records(self) -> list[tuple[bytes, bytes | None, int]]:
-        """(key, state record, partition) of every stream changed since the last checkpoint."""
-        t, version = self.table, self.artifact.version
-        ids, slots, parts = t.take_dirty()
-        values = ckpt.encode_many(t, slots, version, self._source_tag)
-        return [(sid.encode(), v, p) for sid, v, p in zip(ids, values, parts, strict=True)]
-
-    def _begin_checkpoint(self) -> None:
-        """Start an interval checkpoint without stalling the loop (same order as `checkpoint`)."""
-        assert self._outbox is not None
-        t = self.table
-        records = self._state_records()
-        records += [(sid.encode(), None, part) for sid, part in t.evicted]
-        t.evicted.clear()
-        self._incremental = _Incremental(self._pending, self._outbox.seq, records, time.monotonic())
-        self._pending = {}
-        self._advance_checkpoint()
-
-    def _advance_checkpoint(self) -> None:
-        """One step: wait for the alerts (non-blocking), send a chunk of state, commit when acked."""
-        inc = self._incremental
-        state = self._state_sink
-        assert inc is not None and state is not None and self._source is not None and self._outbox is not None
-        try:
-            now = time.monotonic()
-            waited = now - inc.started
-            if inc.sending_since is not None and now - inc.sending_since > FLUSH_TIMEOUT_S:
-                raise DeliveryFailed(f"checkpoint not acknowledged within {FLUSH_TIMEOUT_S:.0f}s")
-            if waited > STALL_S and self.health.ready:
-                self._set_ready(False, f"Kafka has not acknowledged the checkpoint for {waited:.0f}s")
-                log.warning("Kafka has not acknowledged the checkpoint for %.0fs: not ready until it does", waited)
-            # Alerts that Kafka rejects are re-sent by the outbox (input paused meanwhile): wait for them.
-            if not self._outbox.acked_upto(inc.upto):
-                return
-            if inc.sending_since is None:
-                inc.sending_since = now
-            if inc.cursor < len(inc.records):
-                # One chunk in flight at a time: the loop's share of the producer work is paced,
-                # and the broker takes the snapshot in steps, not at once.
-                if inc.chunk and not state.all_acked(inc.chunk):
-                    return
-                topic = self.settings.kafka.state_topic
-                end = min(inc.cursor + CHECKPOINT_CHUNK, len(inc.records))
-                for key, value, part in inc.records[inc.cursor : end]:
-                    state.send(topic, key, value, partition=part)
-                inc.cursor = end
-                inc.chunk = state.take_pending()
-                inc.sent += inc.chunk
-            if inc.cursor < len(inc.records) or not state.all_acked(inc.sent):
-                return
-            self._source.commit(inc.offsets)
-        except Exception:
-            self.metrics.checkpoint_failures.inc()
-            self._set_ready(False, "checkpoint failed (interval)")
-            raise
-        self._incremental = None
+    def _step_checkpoint(self) -> None:
+        """Start an interval checkpoint when due, or take the next step of the one in progress."""
+        cp = self._checkpoints
+        if cp.incremental is not None:
+            done = cp.advance(self._io())
+        elif cp.due(self.settings.state.checkpoint_interval_seconds):
+            self.table.expire(self.clock())
+            done = cp.begin(self._io(), self.table, self.artifact.version, self._source_tag)
+        else:
+            return
+        if done is None:
+            return
+        self._committed(done)
         if not self.health.ready and self.assigned and not self._paused:
-            log.info("checkpoint acknowledged after %.1fs: ready again", time.monotonic() - inc.started)
+            log.info("checkpoint acknowledged: ready again")
             self._set_ready(True, "ready")
-        self.stats.committed.update(inc.offsets)
-        self.stats.last_commit_at = self._last_checkpoint = time.monotonic()
-        self.metrics.checkpoint_duration.observe(time.monotonic() - inc.started)
+
+    def _committed(self, offsets: dict[Partition, int]) -> None:
+        self.stats.committed.update(offsets)
+        if offsets:
+            self.stats.last_commit_at = time.monotonic()
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, max_events: int | None = None, timeout: float | None = None) -> RunStats:
@@ -443,7 +333,8 @@ class Detector:
                         backoff,
                     )
                     self._install(self.artifact)  # drop state not yet saved: the changelog has the truth
-                    self._pending, self._incremental, self._callback_error = {}, None, None
+                    self._checkpoints.reset()
+                    self._callback_error = None
                     if self._stop.wait(backoff) or (deadline is not None and time.monotonic() >= deadline):
                         break
             log.info(
@@ -458,7 +349,6 @@ class Detector:
     def _session(self, max_events: int | None, deadline: float | None) -> None:
         """One connection to Kafka: open the sink and the source, loop, checkpoint, close."""
         s = self.settings
-        interval = s.state.checkpoint_interval_seconds
         with contextlib.ExitStack() as stack:
             self._prepare_topics()
             self._sink = make_sink(s.kafka).__enter__()
@@ -482,11 +372,7 @@ class Detector:
                     self.top_streams.tick(time.monotonic())
                     if records:
                         self._process(records)
-                    if self._incremental is not None:
-                        self._advance_checkpoint()
-                    elif self._pending and time.monotonic() - self._last_checkpoint >= interval:
-                        self.table.expire(self.clock())
-                        self._begin_checkpoint()
+                    self._step_checkpoint()
                     self._maybe_reload()
                     if max_events is not None and self.stats.events >= max_events:
                         break
@@ -521,7 +407,7 @@ class Detector:
             return
         self._source.pause(False)
         log.info("every rejected message acknowledged after %d re-sends: input resumed", box.retries)
-        if self.assigned and self._incremental is None:
+        if self.assigned and self._checkpoints.incremental is None:
             self._set_ready(True, "ready")
 
     def _close_sink(self) -> None:
@@ -554,9 +440,7 @@ class Detector:
         alerts_topic = self.settings.kafka.alerts_topic
         for a in alerts:
             self._outbox.send(alerts_topic, a["stream_id"].encode(), dumps(a))
-        for r in records:
-            key = (r.topic, r.partition)
-            self._pending[key] = max(self._pending.get(key, 0), r.offset + 1)
+        self._checkpoints.track(records)
         self._account(records, events, invalid, scores, alerts, now, time.perf_counter() - t0)
 
     def _decode(self, records: list[Record], now: float) -> tuple[list[ParsedEvent], np.ndarray, np.ndarray, int]:
