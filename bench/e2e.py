@@ -393,25 +393,8 @@ def _latency(
         print("readable->scored p50/p99 ms", np.percentile(own, [50, 99]) if len(own) else None, len(own))
         missing = [k for k in sent if k not in got]
         print("not alerted:", [(k, "readable" if k in seen_in else "never readable") for k in missing[:10]])
-        if missing:  # were they in the alerts topic all along? Its end offsets now, then a fresh reader:
-            ends = {p: cons.get_watermark_offsets(TopicPartition(s.kafka.alerts_topic, p), timeout=5)[1] for p in parts}
-            print("alerts topic end offsets now:", ends)
-            fresh = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{tag}", "enable.auto.commit": False})
-            fresh.assign([TopicPartition(s.kafka.alerts_topic, p, OFFSET_BEGINNING) for p in parts])
-            found: dict[str, tuple[float, int, int]] = {}
-            quiet_until = time.monotonic() + 5
-            while time.monotonic() < quiet_until:
-                m = fresh.poll(0.2)
-                if m is not None and m.error() is None:
-                    a = orjson.loads(m.value() or b"{}")
-                    found[a.get("event_id")] = (parse_timestamp(a["detected_at"]), m.partition(), m.offset())
-                    quiet_until = time.monotonic() + 5
-            fresh.close()
-            print(
-                "of those, in the alerts topic now (ms from sent to detected_at, partition, offset):",
-                [(k, round((found[k][0] - sent[k]) * 1000, 1), *found[k][1:]) for k in missing if k in found],
-                f"({len(found)} alerts); the live reader read up to offsets {read_upto}",
-            )
+        if missing:
+            _look_up_unalerted(bootstrap, s.kafka.alerts_topic, parts, missing, sent, cons, read_upto)
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         print("\n".join(x for x in text.splitlines() if x.startswith(DIAGNOSTIC_METRICS)))
@@ -437,6 +420,41 @@ def _latency(
         "achieved_offer_per_s": offered,
         "cdf_ms": [float(v) for v in np.percentile(lat, np.arange(101))] if len(lat) else [],
     }
+
+
+def _look_up_unalerted(
+    bootstrap: str,
+    topic: str,
+    parts: Any,
+    missing: list[str],
+    sent: dict[str, float],
+    live: Any,
+    read_upto: dict[int, int],
+) -> None:
+    """Were the unalerted anomalies in the alerts topic all along? Its end offsets now, then a
+    fresh reader from the beginning, against where the live reader stopped (diagnosis only)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from detector.features import parse_timestamp
+
+    ends = {p: live.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] for p in parts}
+    print("alerts topic end offsets now:", ends)
+    fresh = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}", "enable.auto.commit": False})
+    fresh.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    found: dict[str, tuple[float, int, int]] = {}
+    quiet_until = time.monotonic() + 5
+    while time.monotonic() < quiet_until:
+        m = fresh.poll(0.2)
+        if m is not None and m.error() is None:
+            a = orjson.loads(m.value() or b"{}")
+            found[a.get("event_id")] = (parse_timestamp(a["detected_at"]), m.partition(), m.offset())
+            quiet_until = time.monotonic() + 5
+    fresh.close()
+    print(
+        "of those, in the alerts topic now (ms from sent to detected_at, partition, offset):",
+        [(k, round((found[k][0] - sent[k]) * 1000, 1), *found[k][1:]) for k in missing if k in found],
+        f"({len(found)} alerts); the live reader read up to offsets {read_upto}",
+    )
 
 
 def _restart(base: Settings, bootstrap: str, model: Path, tmp: Path, streams: int, client: str) -> dict[str, float]:
