@@ -28,7 +28,7 @@ def main() -> None:
     base = Settings()
     with tempfile.TemporaryDirectory() as tmpd, e2e.LocalBroker() as broker:
         tmp = Path(tmpd)
-        lines = e2e._lines(int(rate * seconds), 10_000, 8)
+        lines = e2e._lines(int(rate * (seconds + e2e.LEAD_S)), 10_000, 8)
         # The broker's JIT warms up over ~30 s of load (a cold broker alone adds seconds of
         # produce-to-readable delay): a million events through it first, as the e2e suite does.
         warm = e2e._lines(500_000, 10_000, 9)
@@ -42,11 +42,12 @@ def main() -> None:
                 print(f"broker only, {rate:,.0f} ev/s: produce->readable p50/p95/p99 {pct} ms", flush=True)
             return
         model = e2e._model(base, tmp, False)
-        e2e._latency(base, broker.bootstrap, model, lines, rate, 5, tmp, client)
+        e2e._latency(base, broker.bootstrap, model, lines, rate, 5, tmp, client, lead_s=0)
         for _ in range(reps):
             r = e2e._latency(base, broker.bootstrap, model, lines, rate, seconds, tmp, client)
             print(
                 f"{client} {rate:,.0f} ev/s: p50 {r['p50_ms']:.1f} p95 {r['p95_ms']:.1f} p99 {r['p99_ms']:.1f} ms "
+                f"after {r['lead_in_s']:.0f} s (p99 {r['cold_start_p99_ms']:.0f} ms before) "
                 f"({r['alerts_read']}/{r['anomalies']}); sent->scored p50/p99 {r['sent_to_scored_p50_p99_ms']}, "
                 f"scored->read {r['scored_to_read_p50_p99_ms']}; load not delivered: {r['load_delivery_failures']}",
                 flush=True,

@@ -24,6 +24,8 @@ def test_bench_smoke_writes_json_and_markdown(tmp_path: Path) -> None:
         c = data["e2e"]["clients"][client]
         assert c["detector"]["events"] == data["e2e"]["events"]
         assert [x["offered_per_s"] for x in c["latency"]] == [1000, 5000]
+        # The percentiles are over the window after the lead-in; the lead-in's anomalies are apart.
+        assert all(x["lead_in_s"] > 0 and x["anomalies"] == x["sent"] // 50 for x in c["latency"])
     assert [x["processes"] for x in data["e2e"]["scale_out"]] == [1, 2]
     bounded = data["memory"]["cases"][-1]
     assert bounded["streams_held"] == bounded["max_streams"] < bounded["streams_seen"]
