@@ -17,6 +17,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r.get('scoring', {}).get('reps', 3)} repetitions after a warm-up, min and max in brackets.",
         "",
     ]
+    # Suites re-run on their own (`--only`) and merged into the day's file say so here.
+    lines += [*(f"Note: {n}." for n in r.get("notes", [])), *([""] if r.get("notes") else [])]
     s = r.get("scoring")
     if s:
         lines += [
