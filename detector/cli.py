@@ -1,6 +1,7 @@
 """The `detector` command: check-config, simulate, train, replay, run, score, evaluate, demo.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad configuration (one line on stderr).
+Exit codes: 0 success, 1 runtime failure, 2 bad usage, bad configuration or an unusable input file
+(one line on stderr).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.config import Settings, load_config
-from detector.exceptions import ConfigError, DetectorError
+from detector.exceptions import ConfigError, DataError, DetectorError
 from detector.runtime import tune_process
 
 log = logging.getLogger("detector")
@@ -167,6 +168,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+def _number(kind: type, low: float, label: str, high: float = float("inf")) -> Any:
+    """An argparse type: a `kind` number in [low, high], else a usage error saying so."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {label}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text!r} is not {label}")
+        return value
+
+    return parse
+
+
+POSITIVE = _number(int, 1, "a positive integer")
+SEED = _number(int, 0, "a non-negative integer")
+RATE = _number(float, 1e-9, "a positive number")
+PORT = _number(int, 1, "a port number (1-65535)", 65535)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="detector", description="Streaming anomaly detection over Kafka with a stateful LSTM autoencoder."
@@ -183,10 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("simulate", "write a labelled simulated event stream as JSON lines")
     sp.add_argument("--domain", choices=["cards", "sensors"], default="cards")
-    sp.add_argument("--streams", type=int, default=1000, help="cards or machines (default 1000)")
-    sp.add_argument("--days", type=int, default=30, help="simulated days (default 30)")
+    sp.add_argument("--streams", type=POSITIVE, default=1000, help="cards or machines (default 1000)")
+    sp.add_argument("--days", type=POSITIVE, default=30, help="simulated days (default 30)")
     sp.add_argument("--scenario", default=None, help="scenario YAML (default: built-in default mix)")
-    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--seed", type=SEED, default=1)
     sp.add_argument("--out", required=True, help="FILE.jsonl, FILE.jsonl.gz, or - for stdout")
     sp.set_defaults(func=cmd_simulate)
 
@@ -194,16 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True)
     sp.add_argument("--out", default=None, help="model folder (default: model.path from config)")
     sp.add_argument("--config", default=None)
-    sp.add_argument("--epochs", type=int, default=None)
-    sp.add_argument("--seed", type=int, default=None)
+    sp.add_argument("--epochs", type=POSITIVE, default=None)
+    sp.add_argument("--seed", type=SEED, default=None)
     sp.set_defaults(func=cmd_train)
 
     sp = add("replay", "produce a JSONL file to a Kafka topic, keyed by stream id")
     sp.add_argument("file")
     sp.add_argument("--topic", default=None, help="default: kafka.input_topic")
     pace = sp.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=float, default=None, help="events per second")
-    pace.add_argument("--speed", type=float, default=None, help="replay event time X times faster")
+    pace.add_argument("--rate", type=RATE, default=None, help="events per second")
+    pace.add_argument("--speed", type=RATE, default=None, help="replay event time X times faster")
     pace.add_argument("--as-fast-as-possible", action="store_true")
     sp.add_argument("--config", default=None)
     sp.add_argument("--bootstrap-servers", default=None)
@@ -211,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("run", "run the daemon: consume, score, alert, serve metrics")
     sp.add_argument("--config", default=None)
-    sp.add_argument("--max-events", type=int, default=None, help="stop after this many events")
-    sp.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    sp.add_argument("--max-events", type=POSITIVE, default=None, help="stop after this many events")
+    sp.add_argument("--timeout", type=RATE, default=None, help="stop after this many seconds")
     sp.set_defaults(func=cmd_run)
 
     sp = add("score", "score a JSONL file offline with the streaming scorer")
@@ -233,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", "end to end on a local broker: train, run, replay fraud, summarise")
     sp.add_argument("--config", default=None)
-    sp.add_argument("--port", type=int, default=9092, help="local broker port")
-    sp.add_argument("--streams", type=int, default=1000)
+    sp.add_argument("--port", type=PORT, default=9092, help="local broker port")
+    sp.add_argument("--streams", type=POSITIVE, default=1000)
     sp.set_defaults(func=cmd_demo)
     return p
 
@@ -246,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"detector: {exc}", file=sys.stderr)
         return 2
     except DetectorError as exc:
         print(f"detector: {exc}", file=sys.stderr)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from detector.exceptions import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 ENV_PREFIX = "DETECTOR__"
 
@@ -294,7 +296,7 @@ class Settings(BaseSettings):
         return data
 
 
-def _one_line(err: ValidationError) -> str:
+def _one_line(err: ValidationError, what: str = "config") -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     value = first.get("input")
@@ -305,30 +307,39 @@ def _one_line(err: ValidationError) -> str:
         sub, sep, rest = msg.partition(": ")
         if sep and sub.isidentifier():
             key, msg = f"{key}.{sub}", rest
-        return f"config error: {key}: {msg}{more}"
+        return f"{what} error: {key}: {msg}{more}"
     shown = "***" if "password" in key else repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return f"config error: {key}: {msg} (got {shown}){more}"
+    return f"{what} error: {key}: {msg} (got {shown}){more}"
+
+
+def read_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; ConfigError with one line otherwise."""
+    p = Path(path)
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} error: file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} error: {p}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{what} error: {p}{where}: not valid YAML") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{what} error: {p}: top level must be a mapping of sections")
+    return loaded or {}
+
+
+def validated(model: type[M], data: dict[str, Any], what: str = "config") -> M:
+    """`model(**data)`, or ConfigError with one line naming the first bad key."""
+    try:
+        return model(**data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, what)) from None
 
 
 def load_config(path: str | Path | None = None) -> Settings:
     """Load and validate; raise ConfigError with one line naming the first bad key."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config error: file not found: {p}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"config error: {p}{where}: not valid YAML") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config error: {p}: top level must be a mapping of sections")
-        data = loaded or {}
-    try:
-        return Settings(**data)
-    except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
+    return validated(Settings, read_mapping(path) if path is not None else {})

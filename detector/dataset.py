@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from detector.evidence import Evidence
-from detector.exceptions import InvalidEvent
+from detector.exceptions import DataError, InvalidEvent
 from detector.features import FeatureSpec, ParsedEvent
 from detector.scoring import _rounds
 from simulators.output import read_jsonl
@@ -42,14 +42,25 @@ class Dataset:
             groups[e.stream_id].append(i)
         return {k: np.array(v, dtype=np.int64) for k, v in groups.items()}
 
+    def skipped(self) -> str:
+        """The invalid events by reason, for messages: '3 invalid: 2 missing_field, 1 undecodable'."""
+        n = sum(self.invalid.values())
+        if not n:
+            return "no invalid lines"
+        return f"{n} invalid: " + ", ".join(f"{v} {k}" for k, v in sorted(self.invalid.items(), key=lambda kv: -kv[1]))
 
-def load_events(path: str | Path, spec: FeatureSpec, max_bytes: int = 1 << 20) -> Dataset:
+
+def load_events(path: str | Path, spec: FeatureSpec, max_bytes: int = 1 << 20, need: int = 1) -> Dataset:
+    """The valid events of a JSONL file, in file order; invalid ones are counted by reason.
+    Fewer than `need` valid events is a DataError naming the file and what was skipped."""
     ds = Dataset([])
     for raw in read_jsonl(path):
         try:
             ds.events.append(spec.parse(raw, max_bytes))
         except InvalidEvent as exc:
             ds.invalid[exc.reason] = ds.invalid.get(exc.reason, 0) + 1
+    if len(ds.events) < need:
+        raise DataError(f"{path}: {len(ds.events)} usable events ({ds.skipped()}); need at least {need}")
     return ds
 
 

@@ -34,6 +34,11 @@ class InvalidEvent(DetectorError):
         self.detail = detail
 
 
+class DataError(DetectorError):
+    """An input or output file of an offline command (train, score, evaluate, simulate, replay) is
+    missing, unreadable or holds too little usable data; the message is one line naming the file."""
+
+
 class ModelError(DetectorError):
     """A model artifact is missing, corrupt or incompatible with the running config."""
 

@@ -24,6 +24,7 @@ from detector.config import Settings
 from detector.dataset import Dataset, featurize, load_events, score_events
 from detector.embedding import bucket_labels, fit_embeddings
 from detector.evidence import Evidence, fit_evidence
+from detector.exceptions import DataError
 from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
 from detector.scoring import BatchScores, LstmWeights, Normalizer, StreamingScorer, table_for
@@ -31,6 +32,9 @@ from detector.threshold import calibrate
 
 # Floor on a feature's mean squared error (normalised units) when weighting errors: at most 10x.
 ERROR_FLOOR = 0.1
+# Training data below these sizes is refused with one line, before any training.
+MIN_EVENTS = 100
+MIN_STREAMS = 3
 
 
 def _batches(seqs: list[np.ndarray], batch: int, rng: np.random.Generator | None) -> list[list[np.ndarray]]:
@@ -176,13 +180,24 @@ def train_from_file(
     labels = ds.labels()
     if labels is not None:
         ds = Dataset([e for e, lab in zip(ds.events, labels, strict=True) if lab == 0], ds.invalid)
-    if len(ds.events) < 100:
-        raise ValueError(f"{data}: only {len(ds.events)} usable normal events; need at least 100")
+    if len(ds.events) < MIN_EVENTS:
+        raise DataError(f"{data}: {len(ds.events)} usable normal events ({ds.skipped()}); need at least {MIN_EVENTS}")
+    n_streams = len({e.stream_id for e in ds.events})
+    if n_streams < MIN_STREAMS:
+        raise DataError(
+            f"{data}: {n_streams} streams; training needs at least {MIN_STREAMS} (whole streams are held out "
+            "for early stopping and threshold calibration)"
+        )
     log(
         f"loaded {len(ds.events)} normal events ({sum(ds.invalid.values())} invalid skipped) "
         f"in {time.monotonic() - t0:.1f}s"
     )
     train_idx, val_idx, cal_idx = _split_streams(ds, mc.validation_split, seed)
+    if sum(max(len(ix) - mc.warmup_events, 0) for ix in cal_idx) == 0:
+        raise DataError(
+            f"{data}: the {len(cal_idx)} calibration streams have no event past their first {mc.warmup_events} "
+            "(model.warmup_events): the threshold needs longer streams"
+        )
     train_events = [ds.events[i] for i in np.sort(np.concatenate(train_idx))]
     embeddings = fit_embeddings(spec, train_events)
     spec = spec.with_embeddings(embeddings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -11,6 +12,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from detector.exceptions import DataError
 from simulators import world as w
 from simulators.scenario import FRAUD_TYPES
 
@@ -45,10 +47,14 @@ def open_out(path: str) -> IO[bytes]:
     if path == "-":
         return sys.stdout.buffer
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        f = open(p, "wb")  # noqa: SIM115
+    except OSError as exc:
+        raise DataError(f"{p}: cannot write ({exc.strerror or exc})") from None
     if p.name.endswith(".gz"):
-        return gzip.GzipFile(filename="", mode="wb", fileobj=open(p, "wb"), mtime=0)  # type: ignore[return-value]
-    return open(p, "wb")  # noqa: SIM115
+        return gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0)  # type: ignore[return-value]
+    return f
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str) -> int:
@@ -76,11 +82,16 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str) -> int:
 
 
 def read_jsonl(path: str | Path) -> Iterator[bytes]:
-    """Raw lines (without newline) of a .jsonl or .jsonl.gz file."""
+    """Raw lines (without newline) of a .jsonl or .jsonl.gz file. A file that is missing, not a
+    file, or not readable (a truncated or corrupt .gz) raises DataError naming it."""
     p = Path(path)
     opener = gzip.open if p.name.endswith(".gz") else open
-    with opener(p, "rb") as f:
-        for line in f:
-            line = line.rstrip(b"\n")
-            if line:
-                yield line
+    try:
+        with opener(p, "rb") as f:
+            for line in f:
+                line = line.rstrip(b"\n")
+                if line:
+                    yield line
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise DataError(f"{p}: cannot read ({reason})") from None

@@ -9,6 +9,8 @@ timestamps X times; neither means as fast as possible. Waits for every acknowled
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import sys
 import threading
 import time
@@ -19,6 +21,7 @@ import orjson
 
 from detector.backend import make_sink
 from detector.config import KafkaConfig
+from detector.exceptions import DetectorError
 from detector.features import parse_timestamp
 from detector.sink import DeliveryFailed
 from simulators.output import read_jsonl
@@ -59,12 +62,19 @@ def replay(
             res.failed += 1
             res.first_error = res.first_error or err
 
+    lines = read_jsonl(path)
+    head = list(itertools.islice(lines, 1))  # an unreadable file fails here, before connecting
     t0 = time.monotonic()
     last_print = t0
     first_ts: float | None = None
-    # 20 ms linger, 256 KiB batches: replay is about throughput, not the latency of one event.
-    with make_sink(cfg, linger_ms=20, batch_bytes=256 * 1024) as producer:
-        for line in read_jsonl(path):
+    with contextlib.ExitStack() as stack:
+        try:
+            # 20 ms linger, 256 KiB batches: replay is about throughput, not the latency of one event.
+            producer = stack.enter_context(make_sink(cfg, linger_ms=20, batch_bytes=256 * 1024))
+        except Exception as exc:  # noqa: BLE001 - each client has its own connection errors
+            why = f"{type(exc).__name__}: {exc}"
+            raise DetectorError(f"replay: cannot connect to {cfg.bootstrap_servers} ({why})") from None
+        for line in itertools.chain(head, lines):
             key = None
             due = None
             if rate:

@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from detector.config import read_mapping, validated
 
 FraudType = Literal[
     "card_testing", "account_takeover", "velocity", "impossible_travel", "dormant_reactivation", "drift"
@@ -40,7 +41,8 @@ class Scenario(BaseModel):
 
 
 def load_scenario(path: str | Path | None) -> Scenario:
+    """The scenario in a YAML file (defaults without one); ConfigError with one line naming the
+    file or the first bad key."""
     if path is None:
         return Scenario()
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    return Scenario.model_validate(data)
+    return validated(Scenario, read_mapping(path, "scenario"), "scenario")
