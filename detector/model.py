@@ -252,6 +252,16 @@ def load_artifact(path: Path, spec: FeatureSpec | None = None) -> Artifact:
     nf = len(meta["features"]["names"])
     if weights.dec_kernel.shape[1] != (window + 1) * nf or weights.kernel.shape[0] != nf:
         raise ModelError(f"{model_file}: weight shapes do not match window {window} x {nf} features")
+    # The version is a hash of the weights and the scoring metadata: a model.keras of one training
+    # run next to the metadata.json of another (a run killed between its two writes, a file copied
+    # by hand) would otherwise score with one model's weights and the other's normalisation and
+    # threshold, silently.
+    found = version_of(weights, {**meta["features"], "window": window, **_scoring_of(meta)})
+    if found != meta.get("version"):
+        raise ModelError(
+            f"{model_file} does not belong to {meta_file.name} (weights and metadata hash to {found}, the metadata "
+            f"says {meta.get('version')}): the folder mixes two models; train again or restore both files"
+        )
     stats = meta["normalization"]
     norm = Normalizer(np.array(stats["mean"], np.float32), np.array(stats["std"], np.float32))
     th = meta["threshold"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from detector.config import FeaturesConfig, Settings
 from detector.dataset import load_events, score_events
 from detector.exceptions import ModelError
 from detector.features import FeatureSpec
-from detector.model import keras_env, load_artifact
+from detector.model import _scoring_of, keras_env, load_artifact, version_of, weights_of
 from detector.training import train_from_file
 
 
@@ -78,6 +79,7 @@ def test_new_streams_start_from_the_learned_initial_state(
     shutil.copytree(model_dir, old)
     meta = json.loads((old / "metadata.json").read_text())
     del meta["initial_state"]
+    meta["version"] = _version(old, meta)  # as that model's own metadata hashed
     (old / "metadata.json").write_text(json.dumps(meta))
     assert load_artifact(old).weights.h0 is None
     learned, zeros = _scores(model_dir, small_settings, test_file), _scores(old, small_settings, test_file)
@@ -97,10 +99,33 @@ def test_a_model_saved_before_a_new_feature_key_existed_still_loads(model_dir: P
     shutil.copytree(model_dir, old)
     meta = json.loads((old / "metadata.json").read_text())
     del meta["features"]["config"]["novelty"]
+    meta["version"] = _version(old, meta)  # as that model's own metadata hashed
     (old / "metadata.json").write_text(json.dumps(meta))
     assert load_artifact(old, FeatureSpec(FeaturesConfig())).version == meta["version"]
     with pytest.raises(ModelError, match=r"features\.novelty"):
         load_artifact(old, FeatureSpec(FeaturesConfig(novelty=("country",))))
+
+
+def _version(folder: Path, meta: dict[str, Any]) -> str:
+    model = keras_env().saving.load_model(folder / "model.keras", safe_mode=True, compile=False)
+    weights = weights_of(model, meta.get("initial_state"))
+    return version_of(weights, {**meta["features"], "window": meta["window"], **_scoring_of(meta)})
+
+
+def test_a_model_file_of_another_training_run_is_refused(
+    model_dir: Path, small_settings: Settings, train_file: Path, tmp_path: Path
+) -> None:
+    """A run killed between writing model.keras and metadata.json, or a file copied by hand, leaves
+    one model's weights next to another's normalisation and threshold: refused, naming both."""
+    other = tmp_path / "other"
+    train_from_file(small_settings, train_file, other, log=lambda _m: None, epochs=1, seed=99)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(model_dir, mixed)
+    shutil.copy(other / "model.keras", mixed / "model.keras")
+    version = json.loads((mixed / "metadata.json").read_text())["version"]
+    with pytest.raises(ModelError, match=rf"does not belong to metadata.json .*the metadata says {version}"):
+        load_artifact(mixed)
+    assert load_artifact(other).version != version  # each folder alone loads
 
 
 def test_pickles_in_the_model_folder_are_refused(model_dir: Path, tmp_path: Path) -> None:
