@@ -14,10 +14,10 @@ import numpy as np
 from detector.config import Settings
 from detector.dataset import Dataset, Scored, load_events, score_events
 from detector.evaluate import average_precision, evaluate
-from detector.exceptions import DetectorError
+from detector.exceptions import DataError
 from detector.features import FeatureSpec
 from detector.model import Artifact, load_artifact
-from simulators.output import write_jsonl
+from simulators.output import writable_dir, write_jsonl
 
 # The metrics every evaluation report carries (with --json, these keys at the top level).
 REPORT_KEYS = (
@@ -74,10 +74,12 @@ def evaluate_file(
     settings: Settings, model: Path, data: Path, baseline: str | None = None, plots: Path | None = None
 ) -> dict[str, Any]:
     """The report; with `plots`, also a PR curve and score timelines (with the baseline's curve)."""
+    if plots is not None:
+        writable_dir(plots)  # before the scoring, not after
     art, ds, r = score_dataset(settings, model, data)
     labels = ds.labels()
     if labels is None:
-        raise DetectorError(f"{data}: events lack the 'label' field; evaluation needs labelled data")
+        raise DataError(f"{data}: events lack the 'label' field; evaluation needs labelled data")
     ts = np.array([e.ts for e in ds.events])
     streams = [e.stream_id for e in ds.events]
     scores = np.where(r.warming, 0.0, r.score)

@@ -29,6 +29,7 @@ from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
 from detector.scoring import BatchScores, LstmWeights, Normalizer, StreamingScorer, table_for
 from detector.threshold import calibrate
+from simulators.output import writable_dir
 
 # Floor on a feature's mean squared error (normalised units) when weighting errors: at most 10x.
 ERROR_FLOOR = 0.1
@@ -198,6 +199,7 @@ def train_from_file(
             f"{data}: the {len(cal_idx)} calibration streams have no event past their first {mc.warmup_events} "
             "(model.warmup_events): the threshold needs longer streams"
         )
+    writable_dir(out)  # before the epochs, not after them
     train_events = [ds.events[i] for i in np.sort(np.concatenate(train_idx))]
     embeddings = fit_embeddings(spec, train_events)
     spec = spec.with_embeddings(embeddings)

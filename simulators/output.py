@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
@@ -43,13 +44,27 @@ def card_records(c: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
         }
 
 
+def writable_dir(path: str | Path) -> Path:
+    """`path` as a folder this process can write in (created with its parents), or DataError."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{p}: cannot write ({exc.strerror or exc})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise DataError(f"{p}: cannot write (Permission denied)")
+    return p
+
+
 def open_out(path: str) -> IO[bytes]:
     if path == "-":
         return sys.stdout.buffer
     p = Path(path)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        writable_dir(p.parent)
         f = open(p, "wb")  # noqa: SIM115
+    except DataError:
+        raise DataError(f"{p}: cannot write (its folder {p.parent} cannot be created or written)") from None
     except OSError as exc:
         raise DataError(f"{p}: cannot write ({exc.strerror or exc})") from None
     if p.name.endswith(".gz"):

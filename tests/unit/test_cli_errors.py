@@ -154,3 +154,28 @@ def test_replay_of_an_unreadable_file_fails_before_connecting(
     rc, err = run(capsys, "replay", str(missing), "--bootstrap-servers", "127.0.0.1:1")
     assert rc == 2
     assert err == [f"detector: {missing}: cannot read (No such file or directory)"]
+
+
+def test_unwritable_model_and_plot_folders_fail_before_the_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, model_dir: Path, test_file: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    data = tmp_path / "ok.jsonl"
+    data.write_text(_events(20, 10))
+    rc, err = run(capsys, "train", "--data", str(data), "--out", str(blocker / "model"))
+    assert rc == 2 and err[-1].startswith(f"detector: {blocker / 'model'}: cannot write (")
+    assert not [line for line in err if "epoch" in line]
+    rc, err = run(
+        capsys, "evaluate", "--model", str(model_dir), "--data", str(test_file), "--plots", str(blocker / "p")
+    )
+    assert (rc, len(err)) == (2, 1) and err[0].startswith(f"detector: {blocker / 'p'}: cannot write (")
+
+
+def test_evaluating_unlabelled_events_is_bad_input(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, model_dir: Path
+) -> None:
+    data = tmp_path / "unlabelled.jsonl"
+    data.write_text(_events(3, 5).replace(', "label": 0', ""))
+    rc, err = run(capsys, "evaluate", "--model", str(model_dir), "--data", str(data))
+    assert (rc, err) == (2, [f"detector: {data}: events lack the 'label' field; evaluation needs labelled data"])
