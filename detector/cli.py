@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         log=lambda m: print(f"train: {m}", file=sys.stderr, flush=True),
         epochs=args.epochs,
         seed=args.seed,
+        progress=ProgressBar(sys.stderr) if sys.stderr.isatty() else None,
     )
     return 0
+
+
+class ProgressBar:
+    """The training epoch's batches as a bar redrawn in place on a terminal, at most 10 times a
+    second, and erased at the epoch's end (its log line follows). Not drawn into logs or pipes."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self._drawn = stream, -1.0
+
+    def __call__(self, epoch: int, epochs: int, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        filled = self.WIDTH * done // max(total, 1)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        line = f"train: epoch {epoch}/{epochs} [{bar}] {done}/{total} batches"
+        self.stream.write("\r" + (line if done < total else " " * len(line)) + "\r" * (done >= total))
+        self.stream.flush()
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -131,10 +131,17 @@ class _Trainer:
     def initial_state(self) -> dict[str, list[float]]:
         return {"h": self.h0.numpy().tolist(), "c": self.c0.numpy().tolist()}
 
-    def run(self, groups: list[list[np.ndarray]], chunk: int, train: bool) -> float:
+    def run(
+        self,
+        groups: list[list[np.ndarray]],
+        chunk: int,
+        train: bool,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> float:
+        """Mean loss over the groups (batches of streams); `progress(done, total)` after each."""
         step = self.train_step if train else self.eval_step
         total, count = 0.0, 0.0
-        for g in groups:
+        for i, g in enumerate(groups):
             x, tgt, mask = _pack(g, self.w, chunk)
             h = np.zeros((len(g), self.state_size), np.float32)
             c = np.zeros_like(h)
@@ -143,6 +150,8 @@ class _Trainer:
                 s, n, h, c = step(x[:, sl], tgt[:, sl], mask[:, sl], h, c, np.float32(k == 0))
                 total += float(s)
                 count += float(n)
+            if progress is not None:
+                progress(i + 1, len(groups))
         return total / max(count, 1.0)
 
 
@@ -171,7 +180,10 @@ def train_from_file(
     log: Callable[[str], None] = print,
     epochs: int | None = None,
     seed: int | None = None,
+    progress: Callable[[int, int, int, int], None] | None = None,
 ) -> dict[str, Any]:
+    """Train, calibrate and save a model folder. `log` gets a line per step and epoch;
+    `progress(epoch, epochs, batches done, batches)` is called after each training batch."""
     mc = settings.model
     seed = mc.seed if seed is None else seed
     epochs = mc.epochs if epochs is None else epochs
@@ -219,7 +231,8 @@ def train_from_file(
     val_groups = _batches(seqs(val_idx), mc.batch_size, None)
     for epoch in range(1, epochs + 1):
         te = time.monotonic()
-        tl = trainer.run(_batches(seqs(train_idx), mc.batch_size, rng), mc.chunk_length, train=True)
+        bar = (lambda done, total, e=epoch: progress(e, epochs, done, total)) if progress else None
+        tl = trainer.run(_batches(seqs(train_idx), mc.batch_size, rng), mc.chunk_length, train=True, progress=bar)
         vl = trainer.run(val_groups, mc.chunk_length, train=False)
         history.append((tl, vl))
         mark = ""

@@ -96,3 +96,28 @@ def test_demo_retrains_a_model_trained_with_other_settings(tmp_path: Path) -> No
     old = {k: v for k, v in cfg.items() if k != "evidence_seconds"}  # a model from before the key
     (tmp_path / "metadata.json").write_text(json.dumps({**meta, "training": {"model_config": old}}))
     assert "evidence_seconds" in str(_stale(tmp_path, s))
+
+
+def test_training_reports_each_batch_to_the_progress_bar(small_settings, train_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from detector.cli import ProgressBar
+    from detector.training import train_from_file
+
+    calls: list[tuple[int, int, int, int]] = []
+    train_from_file(
+        small_settings, train_file, tmp_path / "m", log=lambda _m: None, epochs=2, progress=lambda *a: calls.append(a)
+    )
+    assert calls, "no progress reported"
+    for epoch in (1, 2):
+        done = [d for e, n, d, total in calls if e == epoch and n == 2]
+        total = {t for e, _, _, t in calls if e == epoch}
+        assert len(total) == 1 and done == list(range(1, total.pop() + 1))
+
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    bar(1, 8, 1, 4)
+    bar(1, 8, 2, 4)  # within 0.1 s of the last drawing: skipped
+    assert out.getvalue().count("\r") == 1 and "train: epoch 1/8 [#######" in out.getvalue()
+    bar(1, 8, 4, 4)  # the epoch's end: the bar is erased for the epoch's log line
+    assert out.getvalue().endswith("\r") and out.getvalue().rsplit("\r", 2)[1].strip() == ""
