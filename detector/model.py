@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from detector.config import FeaturesConfig
 from detector.evidence import Evidence
 from detector.exceptions import ModelError
 from detector.features import FeatureSpec
+from detector.runtime import filtered_native_stderr
 from detector.scoring import LstmWeights, Normalizer
 from detector.threshold import Threshold
 
@@ -82,9 +84,13 @@ class Artifact:
 
 
 def keras_env() -> Any:
-    """Import Keras lazily (TensorFlow costs ~2 s and 500 MB), deterministic ops on."""
+    """Import Keras lazily (TensorFlow costs ~2 s and 500 MB), deterministic ops on; the notices
+    TensorFlow prints to stderr while it loads are dropped (detector.runtime.IMPORT_NOISE)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "tensorflow" not in sys.modules:
+        with filtered_native_stderr():
+            import keras  # noqa: F401 - loads TensorFlow
     import keras
     import tensorflow as tf
 

@@ -12,9 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 # 8 MiB: above a 2,000-event batch's largest temporary (3 MB), below the state table's big arrays
@@ -36,3 +40,32 @@ def keep_batch_buffers() -> bool:
 def tune_process() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     keep_batch_buffers()
+
+
+# What TensorFlow 2.21 writes to the process's stderr while it is imported, whatever
+# TF_CPP_MIN_LOG_LEVEL says (tensorflow/tensorflow#100442): a notice from its native code, before
+# its logging is set up. It would be the only lines of a JSON log that are not JSON.
+IMPORT_NOISE = (
+    b"All log messages before absl::InitializeLog() is called are written to STDERR",
+    b"oneDNN custom operations are on",
+)
+
+
+@contextlib.contextmanager
+def filtered_native_stderr(noise: tuple[bytes, ...] = IMPORT_NOISE) -> Iterator[None]:
+    """Capture file descriptor 2 (native code's and Python's writes alike) and write back every
+    line that does not contain one of `noise` when the block ends, an error's output included."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp if not any(n in line for n in noise)]
+            if kept:
+                os.write(2, b"".join(kept))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 # Scores 20 batches of 1,024 events and prints the minor page faults they took, and the BLAS
 # threads setting; with "tune", detector.runtime.tune_process() runs first, as in the CLI.
@@ -51,3 +53,24 @@ def test_tuned_process_reuses_batch_buffers_and_uses_one_blas_thread() -> None:
     # tuned, the freed ones are reused (~300 faults in all).
     assert plain_faults > 20 * 200
     assert tuned_faults < plain_faults / 10
+
+
+def test_filtered_native_stderr_drops_only_the_noise(capfd: pytest.CaptureFixture[str]) -> None:
+    from detector.runtime import filtered_native_stderr
+
+    with filtered_native_stderr((b"noise",)):
+        os.write(2, b"a noise line\nkept 1\n")
+        # Native code writes to the descriptor, not to sys.stderr: a child process does the same.
+        subprocess.run([sys.executable, "-c", "import os; os.write(2, b'kept 2\\nmore noise\\n')"], check=True)
+    assert capfd.readouterr().err == "kept 1\nkept 2\n"
+    with pytest.raises(ZeroDivisionError), filtered_native_stderr((b"noise",)):
+        os.write(2, b"said before the error\n")
+        _ = 1 / 0
+    assert capfd.readouterr().err == "said before the error\n"
+
+
+def test_loading_tensorflow_prints_nothing_to_stderr() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    code = "from detector.model import keras_env; keras_env().layers.Dense(2)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert r.stderr == ""
