@@ -40,9 +40,6 @@ class AlertPolicy:
     suppressed_total: int = 0
     _last: OrderedDict[str, tuple[float, int]] = field(default_factory=OrderedDict)
 
-    def severity(self, score: float) -> str:
-        return "critical" if score >= self.threshold.critical else "warning"
-
     def alerts_for(self, events: list[ParsedEvent], scores: BatchScores, detected_at: float) -> list[dict[str, Any]]:
         hits = np.flatnonzero((scores.score > self.threshold.value) & ~scores.warming)
         if len(hits) == 0:
@@ -74,7 +71,7 @@ class AlertPolicy:
                 "detected_at": detected,
                 "score": round(score, 6),
                 "threshold": threshold,
-                "severity": self.severity(score),
+                "severity": self.threshold.severity(score),
                 "model_version": self.version,
                 "suppressed_since_last": held,
                 "top_features": top,

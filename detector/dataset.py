@@ -17,6 +17,7 @@ import numpy as np
 
 from detector.evidence import Evidence
 from detector.exceptions import DataError, InvalidEvent
+from detector.explain import Explainer
 from detector.features import FeatureSpec, ParsedEvent
 from detector.scoring import _rounds
 from simulators.output import read_jsonl
@@ -94,6 +95,8 @@ class Scored:
     score: np.ndarray
     warming: np.ndarray
     alert: np.ndarray
+    # Row -> the alert's top features (detector.explain), when an explainer was given.
+    top_features: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def score_events(
@@ -108,19 +111,37 @@ def score_events(
     batch: int = 4096,
     error_weights: np.ndarray | None = None,
     evidence: Evidence | None = None,
+    explainer: Explainer | None = None,
 ) -> Scored:
-    """Score events in file order through the streaming scorer, as the daemon would."""
+    """Score events in file order through the streaming scorer, as the daemon would; with an
+    explainer, each alert's top 3 features as the daemon's alert carries them."""
     from detector.scoring import StreamingScorer, table_for
 
     table = table_for(spec, max(len({e.stream_id for e in events}), 1), weights.state_size, window)
+    # Per-feature errors only where they explain an alert, as in the daemon.
+    explain_above = threshold if explainer is not None else np.inf
     scorer = StreamingScorer(
-        weights, norm, spec, table, window, warmup, prediction_weight, error_weights=error_weights, evidence=evidence
+        weights,
+        norm,
+        spec,
+        table,
+        window,
+        warmup,
+        prediction_weight,
+        explain_above=explain_above,
+        error_weights=error_weights,
+        evidence=evidence,
     )
     scores, warm = [], []
+    top: dict[int, list[dict[str, Any]]] = {}
     for k in range(0, len(events), batch):
-        r = scorer.score_batch(events[k : k + batch], now=0.0)
+        part = events[k : k + batch]
+        r = scorer.score_batch(part, now=0.0)
         scores.append(r.score)
         warm.append(r.warming)
+        if explainer is not None:
+            hits = np.flatnonzero((r.score > threshold) & ~r.warming)
+            top.update(zip((k + hits).tolist(), explainer.top(r, hits, part, 3), strict=True))
     s = np.concatenate(scores) if scores else np.zeros(0, np.float32)
     w = np.concatenate(warm) if warm else np.zeros(0, bool)
-    return Scored(s, w, (s > threshold) & ~w)
+    return Scored(s, w, (s > threshold) & ~w, top)

@@ -3,7 +3,9 @@
     explainer = Explainer(spec, artifact.bucket_labels)         # spec bound to the model
     explainer.top(scores, rows, events, k=3)   # per row: [{name, value, expected, share}, ...]
 
-A numeric or derived column is one entry, with its observed and expected value in raw units. A
+A numeric or derived column is one entry, with its observed and expected value unnormalised: a
+numeric field fed in as log1p in the field's own units (the event's value as sent, the expectation
+through expm1), a derived column in its own (`log_seconds_since_previous` is a log). A
 categorical field is one entry whatever its width (a one-hot block, or an embedding's d columns),
 named after the field: its value is the event's own text, and its expected value a training value
 (each bucket is labelled with its most frequent one): for a one-hot block, the bucket the model
@@ -46,6 +48,9 @@ class Explainer:
             else:
                 self.groups.append((spec.names[col], col, 1, None))
                 col += 1
+        # Numeric fields fed in as log1p are explained in the field's own units: the event's value
+        # as sent (an amount of 10.33, not 2.43) and the expectation mapped back with expm1.
+        self.log1p = {f.name for f in spec.cfg.numeric if f.transform == "log1p"}
         self.agg = np.zeros((spec.n_features, len(self.groups)), np.float64)
         for g, (_, first, width, _) in enumerate(self.groups):
             self.agg[first : first + width, g] = 1.0
@@ -66,7 +71,11 @@ class Explainer:
                 expect = scores.expected[row, first : first + width]
                 value: Any
                 expected: Any
-                if field is None:
+                if field is None and name in self.log1p:
+                    value = _num(float(events[row].record[name]))
+                    with np.errstate(over="ignore"):  # an absurd expectation is inf, then null
+                        expected = _num(float(np.expm1(np.float64(expect[0]))))
+                elif field is None:
                     value, expected = _num(float(scores.observed[row, first])), _num(float(expect[0]))
                 else:
                     v = events[row].record.get(name)

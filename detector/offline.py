@@ -15,6 +15,7 @@ from detector.config import Settings
 from detector.dataset import Dataset, Scored, load_events, score_events
 from detector.evaluate import average_precision, evaluate
 from detector.exceptions import DataError
+from detector.explain import Explainer
 from detector.features import FeatureSpec
 from detector.model import Artifact, load_artifact
 from simulators.output import writable_dir, write_jsonl
@@ -33,31 +34,39 @@ REPORT_KEYS = (
 )
 
 
-def score_dataset(settings: Settings, model: Path, data: Path) -> tuple[Artifact, Dataset, Scored]:
-    """Load the model and the file, score every event in file order as the daemon would."""
+def score_dataset(
+    settings: Settings, model: Path, data: Path, explain: bool = False
+) -> tuple[Artifact, Dataset, Scored]:
+    """Load the model and the file, score every event in file order as the daemon would (with
+    `explain`, each alert's top features too)."""
     spec = FeatureSpec.from_config(settings.features)
     art = load_artifact(model, spec)
     ds = load_events(data, spec, settings.runtime.max_event_bytes)
+    bound = art.bind(spec)
     r = score_events(
         ds.events,
         art.weights,
         art.norm,
-        art.bind(spec),
+        bound,
         art.window,
         settings.model.warmup_events,
         art.prediction_weight,
         art.threshold.value,
         error_weights=art.error_weights,
         evidence=art.evidence,
+        explainer=Explainer(bound, art.bucket_labels) if explain else None,
     )
     return art, ds, r
 
 
 def score_file(settings: Settings, model: Path, data: Path, out: str) -> int:
-    art, ds, r = score_dataset(settings, model, data)
+    """One JSON line per valid input event, in input order; an alert's line also carries its
+    severity and top 3 features, as the daemon's alert does."""
+    art, ds, r = score_dataset(settings, model, data, explain=True)
     th = art.threshold.value
-    rows = (
-        {
+
+    def row(i: int, e: Any) -> dict[str, Any]:
+        out = {
             "event_id": e.event_id,
             "stream_id": e.stream_id,
             "score": round(float(r.score[i]), 6),
@@ -65,9 +74,12 @@ def score_file(settings: Settings, model: Path, data: Path, out: str) -> int:
             "alert": bool(r.alert[i]),
             "warming": bool(r.warming[i]),
         }
-        for i, e in enumerate(ds.events)
-    )
-    return write_jsonl(rows, out)
+        if r.alert[i]:
+            out["severity"] = art.threshold.severity(float(r.score[i]))
+            out["top_features"] = r.top_features[i]
+        return out
+
+    return write_jsonl((row(i, e) for i, e in enumerate(ds.events)), out)
 
 
 def evaluate_file(

@@ -38,6 +38,10 @@ class Threshold:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    def severity(self, score: float) -> str:
+        """An alerting score's severity: critical from the critical level on, else warning."""
+        return "critical" if score >= self.critical else "warning"
+
 
 def gpd_pwm(excess: np.ndarray) -> tuple[float, float]:
     """Generalized Pareto (shape xi, scale sigma) by probability-weighted moments."""

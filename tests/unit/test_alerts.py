@@ -132,3 +132,18 @@ def test_cooldown_suppresses_and_counts_in_event_time() -> None:
     evs2, sc2 = batch(spec, [9.0], ["a"], [1100.0])
     again = p.alerts_for(evs2, sc2, 2000.0)
     assert again[0]["suppressed_since_last"] == 2
+
+
+def test_a_log1p_field_is_explained_in_its_own_units() -> None:
+    spec = FeatureSpec(FeaturesConfig())  # amount is fed in as log1p(amount)
+    evs, sc = batch(spec, [9.0], ["a"], [1e9])  # an amount of 10.0
+    col = spec.names.index("amount")
+    sc.feature_error[:] = 0.01
+    sc.feature_error[0, col] = 1.0
+    sc.observed[0, col] = np.log1p(10.0)
+    sc.expected[0, col] = np.log1p(250.0)  # the model expected about 250
+    top = AlertPolicy(sc_threshold(), "v1", Explainer(spec)).alerts_for(evs, sc, 1e9)[0]["top_features"][0]
+    assert (top["name"], top["value"], top["expected"]) == ("amount", 10.0, 250.0)
+    sc.expected[0, col] = 1e4  # an absurd expectation: no number rather than inf
+    top = AlertPolicy(sc_threshold(), "v1", Explainer(spec)).alerts_for(evs, sc, 1e9)[0]["top_features"][0]
+    assert top["expected"] is None

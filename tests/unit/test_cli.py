@@ -44,6 +44,11 @@ def test_score_and_evaluate_offline(model_dir, test_file, tmp_path) -> None:  # 
     n_in = sum(1 for _ in test_file.open())
     assert len(lines) == n_in
     assert set(lines[0]) >= {"event_id", "stream_id", "score", "threshold", "alert", "warming"}
+    alerted = [x for x in lines if x["alert"]]
+    assert alerted, "the easy test file has alerts"
+    for x in alerted:  # as the daemon's alert: severity and the top 3 features
+        assert x["severity"] in ("warning", "critical") and len(x["top_features"]) == 3
+    assert not any("top_features" in x for x in lines if not x["alert"])
     r = cli("evaluate", "--model", str(model_dir), "--data", str(test_file), "--json")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
