@@ -51,17 +51,17 @@ class Dataset:
         return f"{n} invalid: " + ", ".join(f"{v} {k}" for k, v in sorted(self.invalid.items(), key=lambda kv: -kv[1]))
 
 
-def load_events(path: str | Path, spec: FeatureSpec, max_bytes: int = 1 << 20, need: int = 1) -> Dataset:
+def load_events(path: str | Path, spec: FeatureSpec, max_bytes: int = 1 << 20) -> Dataset:
     """The valid events of a JSONL file, in file order; invalid ones are counted by reason.
-    Fewer than `need` valid events is a DataError naming the file and what was skipped."""
+    A file without one valid event is a DataError naming the file and what was skipped."""
     ds = Dataset([])
     for raw in read_jsonl(path):
         try:
             ds.events.append(spec.parse(raw, max_bytes))
         except InvalidEvent as exc:
             ds.invalid[exc.reason] = ds.invalid.get(exc.reason, 0) + 1
-    if len(ds.events) < need:
-        raise DataError(f"{path}: {len(ds.events)} usable events ({ds.skipped()}); need at least {need}")
+    if not ds.events:
+        raise DataError(f"{path}: 0 usable events ({ds.skipped()}); need at least 1")
     return ds
 
 
