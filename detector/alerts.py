@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from detector.budget import AlertBudget
 from detector.explain import Explainer
 from detector.features import ParsedEvent
 from detector.scoring import BatchScores
@@ -37,16 +38,28 @@ class AlertPolicy:
     explainer: Explainer
     cooldown_seconds: float = 0.0
     passthrough: tuple[str, ...] = ()
+    # An alert budget raises the threshold on traffic that would alert too often (detector.budget).
+    budget: AlertBudget | None = None
     suppressed_total: int = 0
     _last: OrderedDict[str, tuple[float, int]] = field(default_factory=OrderedDict)
 
+    @property
+    def effective_threshold(self) -> float:
+        return self.threshold.value if self.budget is None else self.budget.effective
+
+    def limits(self, scores: BatchScores) -> np.ndarray:
+        """The threshold applied to each event: the calibrated one, or the budget's."""
+        if self.budget is None:
+            return np.full(len(scores.score), self.threshold.value)
+        return self.budget.thresholds(scores.score, scores.warming)
+
     def alerts_for(self, events: list[ParsedEvent], scores: BatchScores, detected_at: float) -> list[dict[str, Any]]:
-        hits = np.flatnonzero((scores.score > self.threshold.value) & ~scores.warming)
+        limits = self.limits(scores)
+        hits = np.flatnonzero((scores.score > limits) & ~scores.warming)
         if len(hits) == 0:
             return []
         out = []
         detected = iso(detected_at)
-        threshold = round(self.threshold.value, 6)
         explained = self.explainer.top(scores, hits, events, 3)
         for i, top in zip(hits.tolist(), explained, strict=True):
             ev = events[i]
@@ -70,7 +83,7 @@ class AlertPolicy:
                 "event_ts": iso(ev.ts),
                 "detected_at": detected,
                 "score": round(score, 6),
-                "threshold": threshold,
+                "threshold": round(float(limits[i]), 6),
                 "severity": self.threshold.severity(score),
                 "model_version": self.version,
                 "suppressed_since_last": held,

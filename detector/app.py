@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from detector import checkpoint as ckpt
 from detector.alerts import AlertPolicy
+from detector.budget import budget_for
 from detector.backend import Sink, Source, make_sink, make_source
 from detector.changelog import read_partition
 from detector.checkpointing import Checkpointer, Io
@@ -146,9 +147,11 @@ class Detector:
             Explainer(spec, art.bucket_labels),
             s.alerts.cooldown_seconds,
             s.alerts.passthrough_fields,
+            budget_for(art.threshold.value, s.alerts.budget_per_10k),
         )
         self._reported["suppressed"] = self._reported["evictions"] = 0
         self.metrics.threshold.set(art.threshold.value)
+        self.metrics.effective_threshold.set(art.threshold.value)
         self.metrics.model_info.info({"version": art.version, "threshold_method": art.threshold.method})
 
     def stop(self) -> None:
@@ -437,6 +440,7 @@ class Detector:
         scores = self.scorer.score_batch(events, now, parts)
         np.maximum.at(self.table.offset, scores.slots, offs)
         alerts = self.policy.alerts_for(events, scores, now) if events else []
+        self.metrics.effective_threshold.set(self.policy.effective_threshold)
         alerts_topic = self.settings.kafka.alerts_topic
         for a in alerts:
             self._outbox.send(alerts_topic, a["stream_id"].encode(), dumps(a))

@@ -6,7 +6,7 @@
 Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes), source
 u32 (CRC-32 of the input topic), count i64, last_ts f64, median f32, recent f32, evidence f32, input offset of
 the last applied event i64, then h, c (units f32 each), the ring's dense columns (W x dense f32,
-oldest first), the novelty sets (u64 per novelty field) and the ring's one-hot blocks as codes
+oldest first), the novelty sketches (4 x u64 per novelty field) and the ring's one-hot blocks as codes
 (W x code groups u16).
 A record written under another model version is ignored on restore (that stream starts cold):
 hidden state is meaningless across weights. So is one written for another input topic: its
@@ -24,8 +24,8 @@ from detector.state import StreamTable
 
 MAGIC = b"DS"
 # 2: ring in time order; 3: decayed recent-event count; 4: source topic; 5: novelty; 6: compact ring;
-# 7: evidence
-FORMAT = 7
+# 7: evidence; 8: 256-bit novelty sketches
+FORMAT = 8
 _HEADER = struct.Struct("<2sB12sIqdfffq")
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from detector.baselines.models import BASELINES
 from detector.config import Settings, load_config
 from detector.exceptions import ConfigError, DataError, DetectorError
 from detector.runtime import tune_process
@@ -169,7 +170,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = _config(args)
     plots = Path(args.plots) if args.plots else None
-    report = evaluate_file(settings, Path(args.model), Path(args.data), args.baseline, plots)
+    train = Path(args.train) if args.train else None
+    report = evaluate_file(settings, Path(args.model), Path(args.data), args.baseline, plots, train)
     print(json.dumps(_finite(report), indent=2) if args.json else format_report(report))
     return 0
 
@@ -227,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_check_config)
 
     sp = add("simulate", "write a labelled simulated event stream as JSON lines")
-    sp.add_argument("--domain", choices=["cards", "sensors"], default="cards")
+    sp.add_argument("--domain", choices=["cards", "sensors", "metrics"], default="cards")
     sp.add_argument("--streams", type=POSITIVE, default=1000, help="cards or machines (default 1000)")
     sp.add_argument("--days", type=POSITIVE, default=30, help="simulated days (default 30)")
     sp.add_argument("--scenario", default=None, help="scenario YAML (default: built-in default mix)")
@@ -271,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True)
     sp.add_argument("--data", required=True)
     sp.add_argument("--json", action="store_true")
-    sp.add_argument("--baseline", choices=["river-hst"], default=None, help="score the same events with a baseline too")
+    sp.add_argument(
+        "--baseline", choices=list(BASELINES), default=None, help="score the same events with a baseline too"
+    )
+    sp.add_argument("--train", default=None, help="the baseline's training data (default: the model's, if still there)")
     sp.add_argument("--plots", default=None, metavar="DIR", help="write pr_curve.png and timelines.png here")
     sp.add_argument("--config", default=None)
     sp.set_defaults(func=cmd_evaluate)

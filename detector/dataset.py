@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from detector.budget import AlertBudget
 from detector.evidence import Evidence
 from detector.exceptions import DataError, InvalidEvent
 from detector.explain import Explainer
@@ -75,7 +76,7 @@ def featurize(spec: FeatureSpec, events: list[ParsedEvent]) -> np.ndarray:
     median = np.zeros(len(ids), dtype=np.float32)
     recent = np.zeros(len(ids), dtype=np.float32)
     seen = np.zeros(len(ids), dtype=bool)
-    known = np.zeros((len(ids), spec.n_novelty), dtype=np.uint64)
+    known = np.zeros((len(ids), spec.sketch_words), dtype=np.uint64)
     marks = spec.marks(events)
     for rows in _rounds(slots):
         s = slots[rows]
@@ -95,6 +96,7 @@ class Scored:
     score: np.ndarray
     warming: np.ndarray
     alert: np.ndarray
+    limit: np.ndarray  # the threshold applied to each event (the budget's, when one is set)
     # Row -> the alert's top features (detector.explain), when an explainer was given.
     top_features: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -112,6 +114,7 @@ def score_events(
     error_weights: np.ndarray | None = None,
     evidence: Evidence | None = None,
     explainer: Explainer | None = None,
+    budget: AlertBudget | None = None,
 ) -> Scored:
     """Score events in file order through the streaming scorer, as the daemon would; with an
     explainer, each alert's top 3 features as the daemon's alert carries them."""
@@ -132,16 +135,19 @@ def score_events(
         error_weights=error_weights,
         evidence=evidence,
     )
-    scores, warm = [], []
+    scores, warm, limits = [], [], []
     top: dict[int, list[dict[str, Any]]] = {}
     for k in range(0, len(events), batch):
         part = events[k : k + batch]
         r = scorer.score_batch(part, now=0.0)
         scores.append(r.score)
         warm.append(r.warming)
+        limit = np.full(len(part), threshold) if budget is None else budget.thresholds(r.score, r.warming)
+        limits.append(limit)
         if explainer is not None:
-            hits = np.flatnonzero((r.score > threshold) & ~r.warming)
+            hits = np.flatnonzero((r.score > limit) & ~r.warming)
             top.update(zip((k + hits).tolist(), explainer.top(r, hits, part, 3), strict=True))
     s = np.concatenate(scores) if scores else np.zeros(0, np.float32)
     w = np.concatenate(warm) if warm else np.zeros(0, bool)
-    return Scored(s, w, (s > threshold) & ~w, top)
+    lim = np.concatenate(limits) if limits else np.zeros(0)
+    return Scored(s, w, (s > lim) & ~w, lim, top)

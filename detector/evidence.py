@@ -1,118 +1,154 @@
-"""Per-stream evidence: the score that adds up a stream's recent surprises.
+"""Per-stream evidence: the score that adds up a stream's recent calibrated surprises.
 
 One event of a velocity attack or an impossible trip is only mildly unusual; ten of them within
-the hour are not. Each event's surprise is the mean of two log-ratios, floored at 0 (linear
-beyond 30x, see LINEAR_ABOVE; at most MAX_SURPRISE): its error
-(the reconstruction/prediction mix) over the median error of normal events, and its whitened
-prediction error (the Mahalanobis distance of the prediction residual, which sees a small but
-unusual move in correlated columns such as a country's embedding) over that one's normal median.
-A stream's evidence decays with time and adds each new surprise:
+the hour are not. Each event has up to three parts, each a tail probability under normal traffic
+(detector.surprise, fitted on normal held-out streams):
 
-    evidence = previous * exp(-seconds since the stream's previous event / tau) + surprise
+* `sequence`: the event's error (the reconstruction/prediction mix of the LSTM);
+* `whitened`: the Mahalanobis distance of its prediction residual, which sees a small but unusual
+  move in correlated columns (a country's embedding) where the plain error drowns it;
+* `profile`: the stream's profile (detector.profile): how far its per-stream aggregates lie in
+  their tails (new merchant, burst count, amount against the stream's median).
 
-so a burst of mildly odd events climbs where the same events spread over days do not. Warming
-events add nothing. Everything here is fitted on normal held-out streams at training time and
-stored in the model metadata (`evidence`).
+They combine by Fisher's method into the event's surprise s = -ln p (Exp(1) under normal
+traffic), and the stream's evidence decays and adds each surprise beyond an allowance:
 
-    ev = fit_evidence(errors, residuals, tau=1800.0)    # from a scorer with keep_residuals=True
-    score = ev.accumulate(error, residual, elapsed, previous, warming)
+    evidence = previous * exp(-elapsed / tau) + max(s - allowance, 0)
+
+`elapsed` is the seconds since the stream's previous event, or 1 per event (`per_event`) for
+streams sampled at a fixed period, where the time between events says nothing and a decay in
+seconds would make the score's scale depend on the sampling interval. Warming events add nothing.
+
+    ev = fit_evidence(errors, residuals, profile_scores, profile, tau=1800.0)
+    score, parts = ev.accumulate(error, residual, raw, elapsed, previous, warming)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-_TINY = 1e-12
-# Up to this many times its normal median an error counts by its log; beyond, linearly (with the
-# same slope there), so one absurd event is not shrunk to a mildly odd one: a 9-million purchase
-# (errors 33x and 325x their medians) adds 3.6 instead of 2.0. PR-AUC on the card validation
-# seed: 0.5985 with it, 0.5977 with the pure log.
-LINEAR_ABOVE = 30.0
-# One event adds at most this much (an error ~600x its median): with thresholds near 1.5, a stream
-# keeps alerting for at most tau * ln(10 / 1.5), ~1 hour at the default tau, after one absurd
-# event, not for as long as its error was large.
-MAX_SURPRISE = 10.0
+from detector.profile import Profile
+from detector.surprise import Tail, fisher, fit_tail
 
-
-def _log_ratio(value: np.ndarray, median: float, knee: float) -> np.ndarray:
-    """log10(value / median) floored at 0, continued linearly beyond `knee` times the median."""
-    r = np.maximum(value, _TINY) / median
-    return np.where(r <= knee, np.maximum(np.log10(r), 0.0), np.log10(knee) + (r / knee - 1.0) / np.log(10.0))
+# Only the part of a surprise beyond ln 2 (p < 0.5) adds to the evidence: half of all normal
+# events add nothing, as with the median floor of the models before calibrated surprise.
+ALLOWANCE = math.log(2.0)
+PART_NAMES = ("sequence", "whitened", "profile")
 
 
 @dataclass(frozen=True)
 class Evidence:
-    tau: float  # seconds: a stream's evidence falls to 1/e after this long without events
-    error_median: float  # median error of normal events
-    whitened_median: float  # median whitened prediction error of normal events
+    tau: float  # seconds (events when per_event): a stream's evidence falls to 1/e over this
     mean: np.ndarray  # (F,) mean prediction residual of normal events
     whiten: np.ndarray  # (F, F): |(residual - mean) @ whiten|^2 is the Mahalanobis distance
-    # Kept in the model (and its version), so a model scores the same after these defaults change.
-    linear_above: float = LINEAR_ABOVE
-    max_surprise: float = MAX_SURPRISE
+    error_tail: Tail
+    whitened_tail: Tail
+    profile: Profile | None = None
+    profile_tail: Tail | None = None
+    per_event: bool = False
+    allowance: float = ALLOWANCE
 
-    def surprise(self, error: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    def parts(self, error: np.ndarray, residual: np.ndarray, raw: np.ndarray | None) -> np.ndarray:
+        """(n, parts) -ln p of each part, in PART_NAMES order (without a profile: two)."""
         d = (residual - self.mean) @ self.whiten
         whitened = np.einsum("ij,ij->i", d, d)
-        k = self.linear_above
-        s = 0.5 * (_log_ratio(error, self.error_median, k) + _log_ratio(whitened, self.whitened_median, k))
-        return np.minimum(s, self.max_surprise).astype(np.float32)
+        cols = [self.error_tail.neg_log_sf(error), self.whitened_tail.neg_log_sf(whitened)]
+        if self.profile is not None and self.profile_tail is not None and raw is not None:
+            cols.append(self.profile_tail.neg_log_sf(self.profile.score(raw)))
+        return np.stack(cols, axis=1)
 
     def accumulate(
         self,
         error: np.ndarray,
         residual: np.ndarray,
+        raw: np.ndarray | None,
         elapsed: np.ndarray,
         previous: np.ndarray,
         warming: np.ndarray,
-    ) -> np.ndarray:
-        """The new evidence of each event's stream (out-of-order events do not decay it)."""
-        s = self.surprise(error, residual)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The new evidence of each event's stream (out-of-order events do not decay it), and the
+        part that drove each event's surprise (index into PART_NAMES)."""
+        p = self.parts(error, residual, raw)
+        s = np.maximum(fisher(p) - self.allowance, 0.0)
         s[warming] = 0.0
-        decay = np.exp(-np.maximum(elapsed, 0.0) / self.tau)
-        return (previous * decay + s).astype(np.float32)
+        step = np.ones_like(elapsed) if self.per_event else np.maximum(elapsed, 0.0)
+        decay = np.exp(-step / self.tau)
+        return (previous * decay + s).astype(np.float32), np.argmax(p, axis=1).astype(np.int8)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "tau_seconds": self.tau,
-            "error_median": self.error_median,
-            "whitened_median": self.whitened_median,
+            "kind": "calibrated",
+            "tau": self.tau,
+            "per_event": self.per_event,
+            "allowance": self.allowance,
             "mean": self.mean.tolist(),
             "whiten": self.whiten.tolist(),
-            "linear_above": self.linear_above,
-            "max_surprise": self.max_surprise,
+            "error_tail": self.error_tail.to_dict(),
+            "whitened_tail": self.whitened_tail.to_dict(),
+            "profile": None if self.profile is None else self.profile.to_dict(),
+            "profile_tail": None if self.profile_tail is None else self.profile_tail.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Evidence:
+        if d.get("kind") != "calibrated":
+            raise ValueError("evidence of a model before calibrated surprise: train the model again")
         return cls(
-            float(d["tau_seconds"]),
-            float(d["error_median"]),
-            float(d["whitened_median"]),
+            float(d["tau"]),
             np.asarray(d["mean"], np.float32),
             np.asarray(d["whiten"], np.float32),
-            float(d["linear_above"]),
-            float(d["max_surprise"]),
+            Tail.from_dict(d["error_tail"]),
+            Tail.from_dict(d["whitened_tail"]),
+            None if d.get("profile") is None else Profile.from_dict(d["profile"]),
+            None if d.get("profile_tail") is None else Tail.from_dict(d["profile_tail"]),
+            bool(d["per_event"]),
+            float(d["allowance"]),
         )
 
 
-def fit_evidence(errors: np.ndarray, residuals: np.ndarray, tau: float) -> Evidence:
-    """From normal events' errors (n,) and prediction residuals (n, F). Columns that never vary
-    (an unused one-hot bucket) get a variance floor of 1e-3 of the mean variance, so a residual
-    there is loud but finite."""
+def whitening(residuals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, whiten) of prediction residuals (n, F). Columns that never vary (an unused one-hot
+    bucket) get a variance floor of 1e-3 of the mean variance, so a residual there is loud but
+    finite."""
     r = residuals.astype(np.float64)
     mean = r.mean(axis=0)
     cov = np.atleast_2d(np.cov(r, rowvar=False))
     floor = max(1e-3 * float(np.mean(np.diag(cov))), 1e-9)
     whiten = np.linalg.cholesky(np.linalg.inv(cov + floor * np.eye(len(cov))))
-    d = (r - mean) @ whiten
+    return mean.astype(np.float32), whiten.astype(np.float32)
+
+
+def fit_evidence(
+    errors: np.ndarray,
+    residuals: np.ndarray,
+    raw: np.ndarray | None,
+    profile: Profile | None,
+    tau: float,
+    per_event: bool = False,
+    constant: list[int] | None = None,
+) -> Evidence:
+    """From normal held-out events' errors (n,), prediction residuals (n, F) and raw feature
+    rows (n, F); `profile` fitted on the training streams. The residuals of `constant` columns
+    (held constant by the normaliser: nothing to predict) do not count in the whitened part: their
+    tiny normal variance would turn any wobble of the prediction into a huge distance."""
+    mean, whiten = whitening(residuals)
+    if constant:
+        whiten[constant, :] = 0.0
+    d = (residuals - mean) @ whiten
+    profile_tail = None
+    if profile is not None and raw is not None:
+        profile_tail = fit_tail(profile.score(raw))
     return Evidence(
         tau=float(tau),
-        error_median=max(float(np.median(errors)), _TINY),
-        whitened_median=max(float(np.median(np.einsum("ij,ij->i", d, d))), _TINY),
-        mean=mean.astype(np.float32),
-        whiten=whiten.astype(np.float32),
+        mean=mean,
+        whiten=whiten,
+        error_tail=fit_tail(errors),
+        whitened_tail=fit_tail(np.einsum("ij,ij->i", d, d)),
+        profile=profile,
+        profile_tail=profile_tail,
+        per_event=per_event,
     )

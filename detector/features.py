@@ -38,6 +38,12 @@ MAX_ID_LENGTH = 256
 # after a fault, alerting all the while.
 MEDIAN_GAIN = 0.2
 MEDIAN_MAX_STEP = 0.5
+# Each novelty field's per-stream sketch: a Bloom filter of 256 bits (4 x u64) with 2 hash
+# functions (the low and high byte of the value's 16-bit hash). After m distinct values its false
+# positive rate is (1 - e^(-2m/256))^2: 1.0% at 15 values, 4.4% at 30, 14% at 60 (a card's usual
+# merchants and categories are a few dozen); 32 bytes per field and stream.
+SKETCH_BITS = 256
+SKETCH_WORDS = SKETCH_BITS // 64
 _HASH_CACHE_LIMIT = 100_000  # distinct categorical values cached; beyond it we hash each time
 _MISSING = object()
 
@@ -50,7 +56,7 @@ class ParsedEvent:
     numeric: tuple[float, ...]
     buckets: tuple[int, ...]
     record: dict[str, Any]
-    marks: tuple[int, ...] = ()  # per novelty field: the value's bit (0..63) in the stream's set
+    marks: tuple[int, ...] = ()  # per novelty field: the value's 16-bit hash (two sketch bit indices)
 
 
 def parse_timestamp(value: Any) -> float:
@@ -86,6 +92,7 @@ class FeatureSpec:
         self.new_col = len(names)
         names += [f"{f}_is_new" for f in cfg.novelty]
         self.n_novelty = len(cfg.novelty)
+        self.sketch_words = self.n_novelty * SKETCH_WORDS  # u64 words of per-stream novelty state
         if cfg.hour_of_day:
             names += ["hour_sin", "hour_cos"]
         if cfg.day_of_week:
@@ -123,10 +130,10 @@ class FeatureSpec:
             cfg.time_field,
         )
         self._num_plan = [(f.name, f.transform == "log1p", f.clip) for f in cfg.numeric]
-        # Hashed text fields: (name, buckets, cache of value -> bucket). Novelty fields hash into
-        # the 64 bits of their stream's set.
+        # Hashed text fields: (name, buckets, cache of value -> bucket). Novelty fields hash to 16
+        # bits: two 8-bit indices into their stream's 256-bit sketch.
         self._cat_plan: list[tuple[str, int, dict[str, int]]] = [(c.name, c.buckets, {}) for c in cfg.categorical]
-        self._new_plan: list[tuple[str, int, dict[str, int]]] = [(f, 64, {}) for f in cfg.novelty]
+        self._new_plan: list[tuple[str, int, dict[str, int]]] = [(f, 1 << 16, {}) for f in cfg.novelty]
 
     @classmethod
     def from_config(cls, cfg: FeaturesConfig) -> FeatureSpec:
@@ -185,11 +192,16 @@ class FeatureSpec:
         return {"config": self.cfg.model_dump(mode="json"), "names": list(self.names)}
 
     @staticmethod
-    def _hashed(rec: dict[str, Any], plan: list[tuple[str, int, dict[str, int]]]) -> tuple[int, ...]:
-        """Each planned text field's bucket; missing or non-text values are invalid."""
+    def _hashed(
+        rec: dict[str, Any], plan: list[tuple[str, int, dict[str, int]]], optional: bool = False
+    ) -> tuple[int, ...]:
+        """Each planned text field's bucket; non-text values are invalid, and so are missing ones
+        unless `optional` (novelty fields: a missing value counts as the empty one)."""
         out = []
         for name, n, cache in plan:
             v = rec.get(name)
+            if v is None and optional:
+                v = ""
             b = cache.get(v) if type(v) is str else None
             if b is None:
                 if v is None:
@@ -254,7 +266,7 @@ class FeatureSpec:
                 x = min(max(x, clip[0]), clip[1])
             nums.append(x)
         buckets = self._hashed(rec, self._cat_plan)
-        marks = self._hashed(rec, self._new_plan) if self._new_plan else ()
+        marks = self._hashed(rec, self._new_plan, optional=True) if self._new_plan else ()
         return ParsedEvent(sid, eid, ts, tuple(nums), buckets, rec, marks)
 
     def parse(self, raw: bytes, max_bytes: int = 1 << 20) -> ParsedEvent:
@@ -317,7 +329,8 @@ class FeatureSpec:
         (normalised to the mean, i.e. 0). `recent` is an exponentially decayed count of the
         stream's events (time constant `recent_events_window_seconds`): a burst of events shows in
         it long after the single gap between two of them would. `known` (n, novelty fields)
-        holds each stream's 64-bit set of the values it has had; `marks` the events' bits.
+        holds each stream's sketch (SKETCH_WORDS u64 per field) of the values it has had; `marks`
+        the events' 16-bit hashes.
         """
         dt = np.maximum(ts - last_ts, 0.0)
         if self.dt_col >= 0:
@@ -335,10 +348,17 @@ class FeatureSpec:
             new_median = np.where(seen, median + step, v).astype(np.float32)
         new_known = known
         if self.n_novelty and marks is not None and known is not None:
-            bit = np.left_shift(np.uint64(1), marks)
-            is_new = (known & bit) == 0
-            x[:, self.new_col : self.new_col + self.n_novelty] = np.where(seen[:, None], is_new, np.nan)
-            new_known = np.where(seen[:, None], known, np.uint64(0)) | bit
+            new_known = np.where(seen[:, None], known, np.uint64(0))
+            before = new_known.copy()
+            rows = np.arange(len(x))
+            for f in range(self.n_novelty):
+                is_new = np.zeros(len(x), dtype=bool)
+                for index in (marks[:, f] & np.uint64(255), marks[:, f] >> np.uint64(8)):
+                    word = f * SKETCH_WORDS + (index >> np.uint64(6)).astype(np.intp)
+                    bit = np.left_shift(np.uint64(1), index & np.uint64(63))
+                    is_new |= (before[rows, word] & bit) == 0
+                    new_known[rows, word] |= bit
+                x[:, self.new_col + f] = np.where(seen, is_new, np.nan)
         return ts.copy(), new_median, new_recent, new_known
 
 

@@ -47,6 +47,7 @@ class Metrics:
     checkpoint_duration: Histogram
     checkpoint_failures: Counter
     threshold: Gauge
+    effective_threshold: Gauge
     model_info: Info
     rebalances: Counter
     model_reloads: Counter
@@ -105,6 +106,11 @@ class Metrics:
             ),
             checkpoint_failures=Counter(f"{p}_checkpoint_failures", "Checkpoints that failed", registry=r),
             threshold=Gauge(f"{p}_threshold", "Alert threshold of the serving model", registry=r),
+            effective_threshold=Gauge(
+                f"{p}_effective_threshold",
+                "Threshold applied to live scores: the calibrated one, raised by the alert budget",
+                registry=r,
+            ),
             model_info=Info(f"{p}_model", "The serving model", registry=r),
             rebalances=Counter(f"{p}_rebalances", "Partition assignments and revocations", registry=r),
             model_reloads=Counter(f"{p}_model_reloads", "Model reload attempts, by result", ["result"], registry=r),

@@ -33,7 +33,8 @@ from detector.runtime import filtered_native_stderr
 from detector.scoring import LstmWeights, Normalizer
 from detector.threshold import Threshold
 
-FORMAT_VERSION = 1
+# 2: calibrated surprise (evidence of tail probabilities, a profile part, 256-bit novelty sketches)
+FORMAT_VERSION = 2
 _FORBIDDEN_SUFFIXES = (".pkl", ".pickle", ".joblib", ".npy", ".npz")
 
 

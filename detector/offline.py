@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from detector.config import Settings
+from detector.budget import budget_for
+from detector.config import FeaturesConfig, Settings
 from detector.dataset import Dataset, Scored, load_events, score_events
 from detector.evaluate import average_precision, evaluate
-from detector.exceptions import DataError
+from detector.exceptions import DataError, ModelError
 from detector.explain import Explainer
 from detector.features import FeatureSpec
 from detector.model import Artifact, load_artifact
@@ -34,13 +35,23 @@ REPORT_KEYS = (
 )
 
 
+def model_spec(art: Artifact) -> FeatureSpec:
+    """The feature spec the model was trained with (its folder carries it): offline scoring
+    needs no copy of the training config."""
+    try:
+        cfg = FeaturesConfig(**art.metadata["features"]["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"model {art.version}: unreadable feature spec in its metadata ({exc})") from None
+    return FeatureSpec.from_config(cfg)
+
+
 def score_dataset(
     settings: Settings, model: Path, data: Path, explain: bool = False
 ) -> tuple[Artifact, Dataset, Scored]:
     """Load the model and the file, score every event in file order as the daemon would (with
     `explain`, each alert's top features too)."""
-    spec = FeatureSpec.from_config(settings.features)
-    art = load_artifact(model, spec)
+    art = load_artifact(model)
+    spec = model_spec(art)
     ds = load_events(data, spec, settings.runtime.max_event_bytes)
     bound = art.bind(spec)
     r = score_events(
@@ -55,6 +66,7 @@ def score_dataset(
         error_weights=art.error_weights,
         evidence=art.evidence,
         explainer=Explainer(bound, art.bucket_labels) if explain else None,
+        budget=budget_for(art.threshold.value, settings.alerts.budget_per_10k),
     )
     return art, ds, r
 
@@ -63,14 +75,13 @@ def score_file(settings: Settings, model: Path, data: Path, out: str) -> int:
     """One JSON line per valid input event, in input order; an alert's line also carries its
     severity and top 3 features, as the daemon's alert does."""
     art, ds, r = score_dataset(settings, model, data, explain=True)
-    th = art.threshold.value
 
     def row(i: int, e: Any) -> dict[str, Any]:
         out = {
             "event_id": e.event_id,
             "stream_id": e.stream_id,
             "score": round(float(r.score[i]), 6),
-            "threshold": th,
+            "threshold": round(float(r.limit[i]), 6),
             "alert": bool(r.alert[i]),
             "warming": bool(r.warming[i]),
         }
@@ -82,8 +93,24 @@ def score_file(settings: Settings, model: Path, data: Path, out: str) -> int:
     return write_jsonl((row(i, e) for i, e in enumerate(ds.events)), out)
 
 
+def _training_events(art: Artifact, settings: Settings, train_data: Path | None) -> list[Any]:
+    """The normal events a baseline is fitted on: `train_data`, or the model's own training file
+    (its metadata names it) when that is still there."""
+    path = train_data or (Path(art.metadata["training"]["data"]) if art.metadata["training"].get("data") else None)
+    if path is None or not path.is_file():
+        raise DataError("--baseline needs the model's training data: --train FILE")
+    ds = load_events(path, model_spec(art), settings.runtime.max_event_bytes)
+    labels = ds.labels()
+    return ds.events if labels is None else [e for e, lab in zip(ds.events, labels, strict=True) if lab == 0]
+
+
 def evaluate_file(
-    settings: Settings, model: Path, data: Path, baseline: str | None = None, plots: Path | None = None
+    settings: Settings,
+    model: Path,
+    data: Path,
+    baseline: str | None = None,
+    plots: Path | None = None,
+    train_data: Path | None = None,
 ) -> dict[str, Any]:
     """The report; with `plots`, also a PR curve and score timelines (with the baseline's curve)."""
     if plots is not None:
@@ -116,28 +143,28 @@ def evaluate_file(
             "pr_auc_without": average_precision(scores[~idx], labels[~idx]),
         }
     report["by_fraud_type"] = by_type
-    if baseline == "river-hst":
-        from detector.baseline import river_hst_scores
+    base_scores = None
+    if baseline is not None:
+        from detector.baselines.compare import baseline_report, paired_bootstrap
 
-        hst = river_hst_scores(
-            art.bind(FeatureSpec.from_config(settings.features)), art.norm, ds.events, settings.model.seed
+        train_events = _training_events(art, settings, train_data)
+        spec = art.bind(model_spec(art))
+        b, base_scores = baseline_report(
+            baseline, spec, train_events, ds.events, labels, ds.field("incident_id"), streams, ts,
+            art.threshold.target_rate, settings.model.seed,
         )
-        # HST has no calibration of its own: its threshold is the same false-alarm quantile taken on
-        # the normal events of this very file, an oracle advantage the LSTM does not get.
-        th = float(np.quantile(hst[labels == 0], 1 - settings.model.target_false_alarm_rate))
-        report["baseline"] = {
-            "name": "river-hst",
-            "threshold": th,
-            "threshold_note": "oracle quantile",
-            **evaluate(hst, hst > th, labels, ds.field("incident_id"), streams, ts),
-        }
+        diff, lo, hi = paired_bootstrap(labels, scores, base_scores, streams, settings.model.seed)
+        b["pr_auc_difference"] = {"lstm_minus_baseline": diff, "ci95": [lo, hi], "tie": bool(lo <= 0 <= hi)}
+        report["baseline"] = b
     if plots is not None:
         from detector.plots import Events, Run, write_plots
 
         runs = [Run(f"LSTM (PR-AUC {report['pr_auc']:.3f})", scores, r.alert, art.threshold.value)]
-        if baseline == "river-hst":
+        if base_scores is not None:
             b = report["baseline"]
-            runs.append(Run(f"River HST (PR-AUC {b['pr_auc']:.3f})", hst, hst > b["threshold"], b["threshold"]))
+            runs.append(
+                Run(f"{b['name']} (PR-AUC {b['pr_auc']:.3f})", base_scores, base_scores > b["threshold"], b["threshold"])
+            )
         written = write_plots(plots, Events(labels, ds.field("incident_id"), streams, ts), runs)
         report["plots"] = [str(p) for p in written]
     return report
@@ -153,6 +180,12 @@ def format_report(rep: dict[str, Any]) -> str:
     if base:
         lines.append(f"  {'':<22} {'lstm':>8} {base['name']:>10}")
         lines += [f"  {k:<22} {rep[k]:>8.4f} {base[k]:>10.4f}" for k in keys]
+        d = base["pr_auc_difference"]
+        verdict = "a tie" if d["tie"] else ("LSTM better" if d["lstm_minus_baseline"] > 0 else "baseline better")
+        lines.append(
+            f"  PR-AUC lstm - {base['name']}: {d['lstm_minus_baseline']:+.4f}, 95% interval "
+            f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] over streams: {verdict}"
+        )
     else:
         lines += [f"  {k:<22} {rep[k]:.4f}" for k in keys]
     for t, v in rep.get("by_fraud_type", {}).items():

@@ -33,6 +33,8 @@ from detector.state import StreamTable, code_groups
 # Normalised features are clipped to this many standard deviations: one absurd value (1e30) must
 # not produce inf or NaN scores, and 10 sigma is already far past any alert threshold.
 Z_CLIP = 10.0
+# The scale of a column held constant (Normalizer.without).
+HELD_CONSTANT = 1e30
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,13 @@ class Normalizer:
         z = (x - self.mean[cols]) / self.std[cols]
         np.copyto(z, 0.0, where=np.isnan(z))  # unknown per-stream features (first event) = expected
         return np.clip(z, -Z_CLIP, Z_CLIP, out=z).astype(np.float32, copy=False)
+
+    def without(self, columns: list[int]) -> Normalizer:
+        """These columns always normalise to 0 (their training data cannot say what is normal):
+        a scale of 1e30 maps any finite value to 0."""
+        std = self.std.copy()
+        std[columns] = HELD_CONSTANT
+        return Normalizer(self.mean, std)
 
     def invert(self, z: np.ndarray) -> np.ndarray:
         return z * self.std + self.mean
@@ -107,6 +116,8 @@ class BatchScores:
     slots: np.ndarray  # (n,) each event's slot in the stream table
     error: np.ndarray  # (n,) the event's own error (the score too, unless the model keeps evidence)
     residual: np.ndarray | None = None  # (n, F) prediction residuals, with keep_residuals only
+    # (n,) the part that drove each event's surprise (detector.evidence.PART_NAMES), with evidence
+    driver: np.ndarray | None = None
 
 
 class StreamingScorer:
@@ -222,6 +233,7 @@ class StreamingScorer:
         expected = np.zeros((n, nf), dtype=np.float32)
         error = np.zeros(n, dtype=np.float32)
         residual = np.zeros((n, nf), dtype=np.float32) if self.keep_residuals else None
+        driver = np.zeros(n, dtype=np.int8) if self.evidence is not None else None
         marks = self.spec.marks(events) if self.spec.n_novelty else None
         cats = np.zeros((n, self._n_codes), np.uint16)
         k, j, oh = 0, len(self.spec.embedded), b[:, self.spec.one_hot_index] if self.spec.embedded else b
@@ -230,8 +242,10 @@ class StreamingScorer:
             cats[:, j] = oh[:, k : k + len(g)] @ strides
             k, j = k + len(g), j + 1
         for rows in _rounds(slots):
-            self._score_round(rows, slots[rows], x, ts, marks, cats, score, warming, feat, expected, error, residual)
-        return BatchScores(score, warming, feat, x, self.norm.invert(expected), slots, error, residual)
+            self._score_round(
+                rows, slots[rows], x, ts, marks, cats, score, warming, feat, expected, error, residual, driver
+            )
+        return BatchScores(score, warming, feat, x, self.norm.invert(expected), slots, error, residual, driver)
 
     def _score_round(
         self,
@@ -247,6 +261,7 @@ class StreamingScorer:
         expected: np.ndarray,
         error: np.ndarray,
         residual: np.ndarray | None,
+        driver: np.ndarray | None,
     ) -> None:
         t, w, nf, a = self.table, self.window, self.n_features, self.alpha
         n = len(rows)
@@ -309,8 +324,8 @@ class StreamingScorer:
         warm = count <= self.warmup
         if residual is not None:
             residual[rows] = pred_d
-        if self.evidence is not None:
-            sc = self.evidence.accumulate(sc, pred_d, elapsed, t.evidence[s], warm)
+        if self.evidence is not None and driver is not None:
+            sc, driver[rows] = self.evidence.accumulate(sc, pred_d, xr, elapsed, t.evidence[s], warm)
             t.evidence[s] = sc
         score[rows] = sc
         # Per-feature errors only where an explanation will be asked for (alerts are rare).
@@ -328,7 +343,7 @@ def table_for(
     """A stream table laid out for `spec` (dense columns, embedded buckets, one-hot codes)."""
     categorical, embedded, _ = _layout(spec)
     return StreamTable(
-        max_streams, state_size, window, spec.n_features, idle_ttl_seconds, spec.n_novelty, categorical, embedded
+        max_streams, state_size, window, spec.n_features, idle_ttl_seconds, spec.sketch_words, categorical, embedded
     )
 
 

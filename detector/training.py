@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,13 @@ from detector.config import Settings
 from detector.dataset import Dataset, featurize, load_events, score_events
 from detector.embedding import bucket_labels, fit_embeddings
 from detector.evidence import Evidence, fit_evidence
+from detector.profile import Profile, fit_profile
+from detector.surprise import null_evidence_quantile
 from detector.exceptions import DataError
 from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
 from detector.scoring import BatchScores, LstmWeights, Normalizer, StreamingScorer, table_for
-from detector.threshold import calibrate
+from detector.threshold import Threshold, calibrate
 from simulators.output import writable_dir
 
 # Floor on a feature's mean squared error (normalised units) when weighting errors: at most 10x.
@@ -47,8 +50,11 @@ def _batches(seqs: list[np.ndarray], batch: int, rng: np.random.Generator | None
     return groups
 
 
-def _pack(group: list[np.ndarray], window: int, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Padded inputs (B, L, F), targets (B, L, W+1, F) and their mask (B, L, W+1).
+def _pack(
+    group: list[np.ndarray], window: int, chunk: int, starts: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Padded inputs (B, L, F), targets (B, L, W+1, F) and their mask (B, L, W+1); with `starts`,
+    rows of each stream before its start are masked out too (a time split's held-out tail).
 
     Target row t holds the stream's last W vectors up to t (the reconstruction) and then the
     vector at t+1 (the next-event prediction head); positions before the stream's start, after
@@ -66,6 +72,8 @@ def _pack(group: list[np.ndarray], window: int, chunk: int) -> tuple[np.ndarray,
     j = np.arange(window + 1)[None, :]
     src = t - (window - 1) + j  # event index each target slot refers to
     mask = (src >= 0)[None] & (src[None] < lens[:, None, None]) & (t[None] < lens[:, None, None])
+    if starts is not None:
+        mask &= t[None] >= np.asarray(starts)[:, None, None]
     return z[:, window - 1 : window - 1 + length], target, mask.astype(np.float32)
 
 
@@ -137,12 +145,14 @@ class _Trainer:
         chunk: int,
         train: bool,
         progress: Callable[[int, int], None] | None = None,
+        starts: list[list[int]] | None = None,
     ) -> float:
-        """Mean loss over the groups (batches of streams); `progress(done, total)` after each."""
+        """Mean loss over the groups (batches of streams); `progress(done, total)` after each;
+        `starts`: per group, the row of each stream from which its loss counts."""
         step = self.train_step if train else self.eval_step
         total, count = 0.0, 0.0
         for i, g in enumerate(groups):
-            x, tgt, mask = _pack(g, self.w, chunk)
+            x, tgt, mask = _pack(g, self.w, chunk, None if starts is None else starts[i])
             h = np.zeros((len(g), self.state_size), np.float32)
             c = np.zeros_like(h)
             for k in range(0, x.shape[1], chunk):
@@ -155,14 +165,37 @@ class _Trainer:
         return total / max(count, 1.0)
 
 
-def _split_streams(ds: Dataset, frac: float, seed: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+@dataclass(frozen=True)
+class Split:
+    """Row indices of the training, early-stopping and calibration data. Held-out parts are
+    (rows to run through the model, first row that counts): whole held-out streams count from 0;
+    a time split runs a stream from its start and counts only its later part."""
+
+    train: list[np.ndarray]
+    val: list[tuple[np.ndarray, int]]
+    cal: list[tuple[np.ndarray, int]]
+    kind: str  # "streams" or "time"
+
+
+def split_data(ds: Dataset, frac: float, seed: int, min_streams: int) -> Split:
+    """Whole streams held out (seeded) when there are at least `min_streams`; otherwise each
+    stream split in time: its first 1 - frac for training, then half of the rest for early
+    stopping and the last half for calibration."""
     streams = list(ds.streams().values())
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(streams))
-    n_hold = max(2, int(len(streams) * frac))
-    hold = [streams[i] for i in perm[:n_hold]]
-    train = [streams[i] for i in perm[n_hold:]]
-    return train, hold[: len(hold) // 2], hold[len(hold) // 2 :]
+    if len(streams) >= min_streams:
+        perm = np.random.default_rng(seed).permutation(len(streams))
+        n_hold = max(2, int(len(streams) * frac))
+        hold = [streams[i] for i in perm[:n_hold]]
+        train = [streams[i] for i in perm[n_hold:]]
+        return Split(train, [(r, 0) for r in hold[: n_hold // 2]], [(r, 0) for r in hold[n_hold // 2 :]], "streams")
+    train, val, cal = [], [], []
+    for rows in streams:
+        a = int(len(rows) * (1.0 - frac))
+        b = a + (len(rows) - a) // 2
+        train.append(rows[:a])
+        val.append((rows[:b], a))
+        cal.append((rows, b))
+    return Split(train, val, cal, "time")
 
 
 def _fingerprint(path: Path) -> str:
@@ -195,24 +228,29 @@ def train_from_file(
         ds = Dataset([e for e, lab in zip(ds.events, labels, strict=True) if lab == 0], ds.invalid)
     if len(ds.events) < MIN_EVENTS:
         raise DataError(f"{data}: {len(ds.events)} usable normal events ({ds.skipped()}); need at least {MIN_EVENTS}")
-    n_streams = len({e.stream_id for e in ds.events})
-    if n_streams < MIN_STREAMS:
-        raise DataError(
-            f"{data}: {n_streams} streams; training needs at least {MIN_STREAMS} (whole streams are held out "
-            "for early stopping and threshold calibration)"
-        )
+    split = split_data(ds, mc.validation_split, seed, MIN_STREAMS)
+    if split.kind == "time":
+        need = _min_single_stream_events(mc.window, mc.validation_split, mc.warmup_events)
+        short = min(len(r) for r, _ in split.cal)
+        if short < need:
+            raise DataError(
+                f"{data}: a stream of {short} events; training on fewer than {MIN_STREAMS} streams splits each in "
+                f"time and needs at least {need} events per stream (model.window {mc.window}, "
+                f"validation_split {mc.validation_split})"
+            )
     log(
         f"loaded {len(ds.events)} normal events ({sum(ds.invalid.values())} invalid skipped) "
-        f"in {time.monotonic() - t0:.1f}s"
+        f"in {time.monotonic() - t0:.1f}s; held out by {split.kind}"
     )
-    train_idx, val_idx, cal_idx = _split_streams(ds, mc.validation_split, seed)
-    if sum(max(len(ix) - mc.warmup_events, 0) for ix in cal_idx) == 0:
+    counted = sum(max(len(r) - max(k, mc.warmup_events), 0) for r, k in split.cal)
+    if counted == 0:
         raise DataError(
-            f"{data}: the {len(cal_idx)} calibration streams have no event past their first {mc.warmup_events} "
+            f"{data}: the {len(split.cal)} calibration streams have no event past their first {mc.warmup_events} "
             "(model.warmup_events): the threshold needs longer streams"
         )
     writable_dir(out)  # before the epochs, not after them
-    train_events = [ds.events[i] for i in np.sort(np.concatenate(train_idx))]
+    train_rows = np.sort(np.concatenate(split.train))
+    train_events = [ds.events[i] for i in train_rows]
     embeddings = fit_embeddings(spec, train_events)
     spec = spec.with_embeddings(embeddings)
     median_step = spec.fit_median_step(train_events)
@@ -220,20 +258,35 @@ def train_from_file(
     if embeddings:
         log(f"embeddings of {', '.join(embeddings)} fitted on the training streams")
     raw = featurize(spec, ds.events)
-    norm = Normalizer.fit(raw[np.concatenate(train_idx)], spec.one_hot_columns())
+    norm = Normalizer.fit(raw[train_rows], spec.one_hot_columns())
+    uncovered = uncovered_time_features(spec, np.array([e.ts for e in train_events]))
+    relative_only = [i for i, f in enumerate(spec.numeric) if not f.absolute]
+    if relative_only:
+        norm = norm.without(relative_only)
+    if uncovered:
+        norm = norm.without(uncovered)
+        log(
+            "warning: training covers too short a time for "
+            + ", ".join(sorted({spec.names[c].rsplit("_", 1)[0] for c in uncovered}))
+            + ": those features are held constant (hour of day needs 2 days, day of week 14)"
+        )
     z = norm.apply(raw)
-    seqs = lambda idx: [z[i] for i in idx]  # noqa: E731
     model = build_model(spec.n_features, mc.units, mc.window, seed, mc.layers)
     trainer = _Trainer(model, mc.window, spec.n_features, mc.learning_rate)
     rng = np.random.default_rng(seed)
     history: list[tuple[float, float]] = []
     best, best_weights, best_init, waited = np.inf, model.get_weights(), trainer.initial_state(), 0
-    val_groups = _batches(seqs(val_idx), mc.batch_size, None)
+    val_groups, val_starts = _held_out_groups(z, split.val, mc.batch_size)
+    train_seqs = [z[r] for r in split.train if len(r)]
+    passes = _passes(train_seqs, mc.batch_size, mc.chunk_length, mc.min_steps, epochs)
+    if passes > 1:
+        log(f"small data: {passes} passes over it per epoch (model.min_steps {mc.min_steps} gradient steps)")
     for epoch in range(1, epochs + 1):
         te = time.monotonic()
         bar = (lambda done, total, e=epoch: progress(e, epochs, done, total)) if progress else None
-        tl = trainer.run(_batches(seqs(train_idx), mc.batch_size, rng), mc.chunk_length, train=True, progress=bar)
-        vl = trainer.run(val_groups, mc.chunk_length, train=False)
+        groups = [g for _ in range(passes) for g in _batches(train_seqs, mc.batch_size, rng)]
+        tl = trainer.run(groups, mc.chunk_length, train=True, progress=bar)
+        vl = trainer.run(val_groups, mc.chunk_length, train=False, starts=val_starts)
         history.append((tl, vl))
         mark = ""
         if vl < best - 1e-6:
@@ -246,20 +299,22 @@ def train_from_file(
             break
     model.set_weights(best_weights)
     weights = weights_of(model, best_init)
-    events_of = lambda idx: sorted((ds.events[i] for ix in idx for i in ix), key=lambda e: e.ts)  # noqa: E731
     error_weights = None
+    val_events, val_mask = _held_out_events(ds, split.val)
     if mc.error_weighting == "per_feature":
-        error_weights = fit_error_weights(weights, norm, spec, settings, events_of(val_idx))
+        error_weights = fit_error_weights(weights, norm, spec, settings, val_events, val_mask)
     evidence = None
     if mc.evidence_seconds > 0:
+        profile = fit_profile(spec, raw[train_rows])
+        constant = relative_only + uncovered
         held_out = _scored(
-            weights, norm, spec, settings, events_of(val_idx), mc.prediction_weight, error_weights, keep_residuals=True
+            weights, norm, spec, settings, val_events, mc.prediction_weight, error_weights, keep_residuals=True
         )
-        evidence = fit_stream_evidence(held_out, spec.n_features, mc.evidence_seconds)
+        evidence = fit_stream_evidence(held_out, val_mask, spec.n_features, mc, profile, constant)
         if evidence is None:
             log("evidence off: too few held-out events to fit it (the score is each event's error)")
-    scores = score_offline(weights, norm, spec, settings, events_of(cal_idx), error_weights, evidence)
-    threshold = calibrate(scores, mc.target_false_alarm_rate, mc.threshold_method, mc.critical_multiplier)
+    cal_events, cal_mask = _held_out_events(ds, split.cal)
+    threshold = calibrate_threshold(weights, norm, spec, settings, cal_events, cal_mask, error_weights, evidence, seed)
     log(f"threshold {threshold.value:.4f} ({threshold.method}, {threshold.n_calibration} calibration events)")
     meta = make_metadata(
         model,
@@ -276,10 +331,14 @@ def train_from_file(
             "evidence": None if evidence is None else evidence.to_dict(),
             "median_step": median_step,
             "training": {
+                "data": str(Path(data).resolve()),
                 "data_fingerprint": _fingerprint(Path(data)),
                 "events": len(ds.events),
+                "held_out_by": split.kind,
+                "time_features_held_constant": [spec.names[c] for c in uncovered],
                 "seed": seed,
                 "epochs_run": len(history),
+                "passes_per_epoch": passes,
                 "history": [{"loss": a, "val_loss": b} for a, b in history],
                 "best_val_loss": float(best),
                 "seconds": round(time.monotonic() - t0, 1),
@@ -293,16 +352,72 @@ def train_from_file(
     return meta
 
 
-def score_offline(
+def _min_single_stream_events(window: int, frac: float, warmup: int) -> int:
+    """Events a stream needs for a time split: a training part of 4 windows and held-out parts
+    with 2 windows each past the warm-up."""
+    return max(MIN_EVENTS, int(np.ceil(max(4 * window / (1.0 - frac), 2 * (2 * window + warmup) / frac))))
+
+
+# Time features are held constant when training covers less than this many seconds: an hour-of-day
+# pattern needs two days to be seen twice, a day-of-week pattern two weeks.
+TIME_COVERAGE = {"hour": 2 * 86400.0, "dow": 14 * 86400.0}
+
+
+def uncovered_time_features(spec: FeatureSpec, ts: np.ndarray) -> list[int]:
+    """Columns of time features whose period the training timestamps do not cover."""
+    span = float(ts.max() - ts.min()) if len(ts) else 0.0
+    return [
+        i
+        for i, name in enumerate(spec.names)
+        if name.split("_")[0] in TIME_COVERAGE and i >= spec.time_col and span < TIME_COVERAGE[name.split("_")[0]]
+    ]
+
+
+def _passes(seqs: list[np.ndarray], batch: int, chunk: int, min_steps: int, epochs: int) -> int:
+    """Passes over the training data per epoch so that `epochs` of them take `min_steps` steps."""
+    lengths = sorted(len(q) for q in seqs)
+    steps = sum(-(-max(lengths[k : k + batch]) // chunk) for k in range(0, len(lengths), batch))
+    return max(1, -(-min_steps // max(steps * epochs, 1)))
+
+
+def _held_out_groups(
+    z: np.ndarray, parts: list[tuple[np.ndarray, int]], batch: int
+) -> tuple[list[list[np.ndarray]], list[list[int]]]:
+    """Early-stopping batches (by similar length) and each sequence's first counted row."""
+    order = sorted(range(len(parts)), key=lambda i: len(parts[i][0]))
+    groups, starts = [], []
+    for k in range(0, len(order), batch):
+        idx = order[k : k + batch]
+        groups.append([z[parts[i][0]] for i in idx])
+        starts.append([parts[i][1] for i in idx])
+    return groups, starts
+
+
+def _held_out_events(ds: Dataset, parts: list[tuple[np.ndarray, int]]) -> tuple[list[Any], np.ndarray]:
+    """The events to run for held-out parts, in time order, and which of them count."""
+    rows = np.concatenate([r for r, _ in parts])
+    counts = np.concatenate([np.arange(len(r)) >= k for r, k in parts])
+    ts = np.array([ds.events[i].ts for i in rows])
+    order = np.lexsort((rows, ts))
+    return [ds.events[i] for i in rows[order]], counts[order]
+
+
+def calibrate_threshold(
     weights: LstmWeights,
     norm: Normalizer,
     spec: FeatureSpec,
     settings: Settings,
     events: list[Any],
+    counted: np.ndarray,
     error_weights: np.ndarray | None,
-    evidence: Evidence | None = None,
-) -> np.ndarray:
-    """Scores of the non-warming events (time-ordered) through the streaming scorer."""
+    evidence: Evidence | None,
+    seed: int,
+) -> Threshold:
+    """The threshold for the target false-alarm rate, by the method the calibration size supports:
+    the empirical quantile with at least 10 / rate events; peaks-over-threshold with at least
+    POT_MIN_EVENTS; below that, with calibrated evidence, the quantile of the evidence that
+    calibrated surprises would build up over the calibration streams' own spacing (simulated);
+    otherwise refused (DataError, one line)."""
     mc = settings.model
     r = score_events(
         events,
@@ -316,21 +431,80 @@ def score_offline(
         error_weights=error_weights,
         evidence=evidence,
     )
-    return r.score[~r.warming]
+    keep = counted & ~r.warming
+    scores = r.score[keep]
+    rate = mc.target_false_alarm_rate
+    n = len(scores)
+    if n < MIN_CALIBRATION_EVENTS:
+        raise DataError(
+            f"{n} calibration events past the warm-up; a threshold needs at least {MIN_CALIBRATION_EVENTS} "
+            "(more training data, or a larger model.validation_split)"
+        )
+    if n * rate >= 10:
+        return calibrate(scores, rate, "quantile", mc.critical_multiplier)
+    if n >= POT_MIN_EVENTS and mc.threshold_method == "pot":
+        th = calibrate(scores, rate, "pot", mc.critical_multiplier)
+        if th.method == "pot":
+            return th
+    if evidence is None:
+        raise DataError(
+            f"model.target_false_alarm_rate {rate:g} cannot be supported by {n} calibration events without evidence "
+            f"(model.evidence_seconds 0): the empirical quantile needs {int(np.ceil(10 / rate))} events"
+        )
+    stream_elapsed = _elapsed_by_stream(events, keep)
+    value = null_evidence_quantile(stream_elapsed, evidence.tau, evidence.per_event, evidence.allowance, rate, seed)
+    crit = null_evidence_quantile(
+        stream_elapsed, evidence.tau, evidence.per_event, evidence.allowance, rate / 10, seed
+    )
+    return Threshold(value, max(crit, value), "null-simulation", rate, n)
 
 
-def fit_stream_evidence(batches: Iterable[BatchScores], n_features: int, tau: float) -> Evidence | None:
-    """The evidence statistics from the non-warming events of normal held-out streams, scored
-    with residuals kept (None when there are too few of them to estimate a covariance)."""
-    errors, residuals = [], []
+# Below this many calibration events, no threshold (every method would rest on a handful of points).
+MIN_CALIBRATION_EVENTS = 20
+# Peaks-over-threshold needs about 30 excesses over the 98th percentile.
+POT_MIN_EVENTS = 1500
+
+
+def _elapsed_by_stream(events: list[Any], keep: np.ndarray) -> list[np.ndarray]:
+    """Per stream, the seconds between its counted calibration events (the first: a huge gap)."""
+    by: dict[str, list[float]] = {}
+    for e, k in zip(events, keep, strict=True):
+        if k:
+            by.setdefault(e.stream_id, []).append(e.ts)
+    return [np.diff(np.asarray(t), prepend=-np.inf) for t in by.values()]
+
+
+def fit_stream_evidence(
+    batches: Iterable[BatchScores],
+    counted: np.ndarray,
+    n_features: int,
+    mc: Any,
+    profile: Profile | None,
+    constant: list[int],
+) -> Evidence | None:
+    """The evidence statistics from the counted, non-warming events of normal held-out streams,
+    scored with residuals kept (None when there are too few of them to estimate a covariance)."""
+    errors, residuals, raws = [], [], []
+    k = 0
     for r in batches:
         assert r.residual is not None
-        errors.append(r.error[~r.warming])
-        residuals.append(r.residual[~r.warming])
+        use = ~r.warming & counted[k : k + len(r.score)]
+        k += len(r.score)
+        errors.append(r.error[use])
+        residuals.append(r.residual[use])
+        raws.append(r.observed[use])
     err = np.concatenate(errors) if errors else np.zeros(0, np.float32)
-    if len(err) < 4 * n_features:
+    if len(err) < max(4 * n_features, 20):
         return None
-    return fit_evidence(err, np.concatenate(residuals), tau)
+    return fit_evidence(
+        err,
+        np.concatenate(residuals),
+        np.concatenate(raws),
+        profile,
+        mc.evidence_seconds,
+        mc.evidence_per_event,
+        constant,
+    )
 
 
 def _scored(
@@ -362,16 +536,22 @@ def _scored(
 
 
 def fit_error_weights(
-    weights: LstmWeights, norm: Normalizer, spec: FeatureSpec, settings: Settings, events: list[Any]
+    weights: LstmWeights,
+    norm: Normalizer,
+    spec: FeatureSpec,
+    settings: Settings,
+    events: list[Any],
+    counted: np.ndarray,
 ) -> np.ndarray:
     """(2, F): 1 / each feature's mean squared error on normal held-out streams, for the
     reconstruction head and the prediction head (floored, so a feature that never varied in
     training cannot get an unbounded weight)."""
     out = np.ones((2, spec.n_features), np.float32)
     for head, alpha in ((0, 0.0), (1, 1.0)):
-        errs = []
+        errs, k = [], 0
         for r in _scored(weights, norm, spec, settings, events, alpha, None):
-            errs.append(r.feature_error[~r.warming])
+            errs.append(r.feature_error[~r.warming & counted[k : k + len(r.score)]])
+            k += len(r.score)
         mean = np.concatenate(errs).mean(axis=0) if errs else np.ones(spec.n_features)
         out[head] = 1.0 / np.maximum(mean, ERROR_FLOOR)
     return out

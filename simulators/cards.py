@@ -38,12 +38,13 @@ class Profile:
     ecom_bias: float
 
 
-def draw_profile(rng: np.random.Generator) -> Profile:
+def draw_profile(rng: np.random.Generator, homes: np.ndarray | None = None, rate_scale: float = 1.0) -> Profile:
+    """A card's profile; `homes` (weights over countries) and `rate_scale` shift the world."""
     cats = rng.choice(w.EVERYDAY, size=4, replace=False)
     night = rng.random() < 0.15
     return Profile(
-        home=int(rng.choice(len(w.COUNTRIES), p=w.HOME_WEIGHTS)),
-        rate_per_day=float(rng.lognormal(np.log(2.5), 0.5)),
+        home=int(rng.choice(len(w.COUNTRIES), p=w.HOME_WEIGHTS if homes is None else homes)),
+        rate_per_day=float(rng.lognormal(np.log(2.5), 0.5)) * rate_scale,
         peak_hour=float(rng.normal(22.0 if night else 13.0, 1.5)),
         weekend_factor=float(rng.lognormal(0.0, 0.35)),
         mu=float(np.log(rng.lognormal(np.log(30.0), 0.6))),
@@ -122,6 +123,15 @@ def add_travel(c: dict[str, np.ndarray], p: Profile, days: int, rng: np.random.G
         c["amount"][i] = np.exp(p.mu) * w.CATEGORY_MULT[w.CAT["travel"]]
 
 
+def add_atm_use(c: dict[str, np.ndarray], p: Profile, rng: np.random.Generator) -> None:
+    """Honest cash withdrawals: about 6% of the card's events become ATM withdrawals at home."""
+    atm = rng.random(len(c["t"])) < 0.06
+    c["cat"][atm] = w.CAT["cash"]
+    c["channel"][atm] = 2
+    c["merchant"][atm] = w.CAT["cash"] * 10_000 + rng.integers(0, 50, int(atm.sum()))
+    c["amount"][atm] = np.round(rng.choice([20, 50, 100, 200], int(atm.sum())) * np.exp(p.mu) / 30.0 + 0.0)
+
+
 def add_large_purchase(c: dict[str, np.ndarray], p: Profile, rng: np.random.Generator) -> None:
     if len(c["t"]) == 0:
         return
@@ -171,6 +181,27 @@ def fraud_events(
         amount = scale * w.CATEGORY_MULT[cat] * (2 + 4 * loud) * rng.lognormal(0, 0.3, n)
         country = np.full(n, home_or(w.near_country(p.home, rng)))
         channel = np.where(cat == w.CAT["cash"], 2, 1)
+    elif ftype == "interleaved_cnp":  # card-not-present abroad, while the owner shops at home
+        n = int(rng.integers(6, 15))
+        t = start + np.sort(rng.uniform(0, rng.uniform(1, 3) * DAY, n))
+        cat = p.cats[rng.choice(4, n, p=p.cat_weights)]
+        amount = np.exp(p.mu + p.sigma * rng.standard_normal(n)) * w.CATEGORY_MULT[cat] * (1 + loud)
+        country = np.full(n, w.near_country(p.home, rng))
+        channel = np.ones(n, np.int64)
+    elif ftype == "merchant_spree":  # new online merchants in the card's usual categories
+        n = int(rng.integers(5, 13))
+        t = start + np.sort(rng.uniform(0, rng.uniform(0.5, 2) * DAY, n))
+        cat = p.cats[rng.choice(4, n, p=p.cat_weights)]
+        amount = np.exp(p.mu + p.sigma * rng.standard_normal(n)) * w.CATEGORY_MULT[cat] * (1 + 0.5 * loud)
+        country = np.full(n, p.home)
+        channel = np.ones(n, np.int64)
+    elif ftype == "amount_doubling":  # amounts that double step by step
+        n = int(rng.integers(5, 9))
+        t = start + np.sort(rng.uniform(0, rng.uniform(1, 3) * DAY, n))
+        cat = p.cats[rng.choice(4, n, p=p.cat_weights)]
+        amount = scale * w.CATEGORY_MULT[cat] * 0.5 * 2.0 ** np.arange(n) * rng.lognormal(0, 0.1, n)
+        country = np.full(n, p.home)
+        channel = _channel(cat, p.ecom_bias, rng)
     elif ftype == "drift":
         n = int(rng.integers(8, 16))
         t = start + np.sort(rng.uniform(0, 4 * DAY, n))
@@ -209,10 +240,16 @@ def simulate_cards(streams: int, days: int, scenario: Scenario, seed: int) -> di
     victims = plan_rng.random(streams) < scenario.fraud_share if types else np.zeros(streams, bool)
     parts: list[dict[str, np.ndarray]] = []
     incident = 0
+    homes = None
+    if scenario.home_countries:
+        homes = np.array([float(code in scenario.home_countries) for code in w.COUNTRY_CODES])
+        homes /= homes.sum()
     for card in range(streams):
         rng = np.random.default_rng(card_seeds[card])
-        p = draw_profile(rng)
+        p = draw_profile(rng, homes, scenario.rate_scale)
         c = normal_events(card, p, days, rng)
+        if scenario.atm_share > 0 and rng.random() < scenario.atm_share:
+            add_atm_use(c, p, rng)
         if rng.random() < scenario.travel_share:
             add_travel(c, p, days, rng)
         if rng.random() < scenario.large_purchase_share:
@@ -233,5 +270,5 @@ def simulate_cards(streams: int, days: int, scenario: Scenario, seed: int) -> di
     out = {k: v[keep] for k, v in out.items()}
     order = np.lexsort((out["card"], out["t"]))
     out = {k: v[order] for k, v in out.items()}
-    out["amount"] = np.round(np.maximum(out["amount"], 0.01), 2)
+    out["amount"] = np.round(np.maximum(out["amount"] * scenario.amount_scale, 0.01), 2)
     return out

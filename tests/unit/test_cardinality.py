@@ -24,7 +24,7 @@ def rss_mb() -> float:
 
 
 def event(stream: str, i: int) -> ParsedEvent:
-    return ParsedEvent(stream, f"e{i}", 1.8e9 + i * 0.01, (3.0,), (0, 1, 2), {})
+    return ParsedEvent(stream, f"e{i}", 1.8e9 + i * 0.01, (3.0,), (0, 1, 2), {}, (5, 6, 7))
 
 
 def test_a_million_new_ids_cannot_grow_memory_past_the_bound() -> None:

@@ -176,7 +176,7 @@ def test_novelty_flags_a_value_new_to_the_stream() -> None:
     x = spec.base_matrix(evs)
     marks = spec.marks(evs)
     last, med, rec = np.zeros(1), np.zeros(1, np.float32), np.zeros(1, np.float32)
-    known = np.zeros((1, 2), np.uint64)
+    known = np.zeros((1, spec.sketch_words), np.uint64)
     flags = []
     for i in range(4):
         xr = x[i : i + 1]
@@ -191,11 +191,30 @@ def test_novelty_flags_a_value_new_to_the_stream() -> None:
     assert spec.one_hot_columns()[spec.new_col : spec.new_col + 2].all()  # 0/1, not standardised
 
 
-def test_novelty_field_missing_or_not_text_is_invalid() -> None:
+def test_novelty_field_missing_counts_as_empty_and_not_text_is_invalid() -> None:
     spec = FeatureSpec(FeaturesConfig(novelty=("merchant_id",)))
-    with pytest.raises(InvalidEvent) as e:
-        spec.parse(raw())  # GOOD has no merchant_id
-    assert e.value.reason == "missing_field"
+    assert spec.parse(raw()).marks == spec.parse(raw(merchant_id="")).marks  # GOOD has no merchant_id
     with pytest.raises(InvalidEvent) as e:
         spec.parse(raw(merchant_id=7))
     assert e.value.reason == "wrong_type"
+
+
+def test_novelty_sketch_false_positive_rate_is_within_its_design() -> None:
+    """A 256-bit Bloom filter with 2 hashes: after m values, a new one looks seen with
+    probability (1 - e^(-2m/256))^2, 4.4% at m = 30."""
+    spec = FeatureSpec(FeaturesConfig(novelty=("merchant_id",)))
+    trials, false_pos, m = 300, 0, 30
+    for t in range(trials):
+        evs = [spec.parse(raw(merchant_id=f"m{t}-{k}")) for k in range(m + 1)]
+        x = spec.base_matrix(evs)
+        marks = spec.marks(evs)
+        known = np.zeros((1, spec.sketch_words), np.uint64)
+        last, med, rec = np.zeros(1), np.zeros(1, np.float32), np.zeros(1, np.float32)
+        for i in range(m + 1):
+            xr = x[i : i + 1]
+            last, med, rec, known = spec.derive(
+                xr, np.array([100.0 + i]), last, med, rec, np.array([i > 0]), marks[i : i + 1], known
+            )
+        false_pos += xr[0, spec.new_col] == 0.0  # the (m+1)-th value is new, flagged as seen?
+    design = (1 - np.exp(-2 * m / 256)) ** 2
+    assert false_pos / trials < 2.5 * design + 0.01

@@ -68,24 +68,27 @@ def keras_errors(art: Artifact, spec: FeatureSpec, events: list) -> tuple[np.nda
     return out, residuals
 
 
-def log_ratio(r: float) -> float:
-    if r <= 30.0:
-        return max(math.log10(max(r, 1e-12)), 0.0)
-    return math.log10(30.0) + (r / 30.0 - 1.0) / math.log(10.0)
-
-
 def evidence_reference(art: Artifact, events: list, warmup: int) -> np.ndarray:
-    """detector.evidence written out event by event from the Keras errors, in plain Python."""
+    """detector.evidence written out event by event from the Keras errors, in plain Python: each
+    part's tail probability, Fisher's combination, the allowance, the decay."""
     ev = art.evidence
     assert ev is not None
     errors, residuals = art.metadata["_keras"]
+    raw = featurize(art.metadata["_spec"], events)
     out = np.zeros(len(events))
     acc: dict[str, tuple[float, float, int]] = {}  # stream -> (evidence, last ts, events seen)
     for i, e in enumerate(events):
         prev, last, seen = acc.get(e.stream_id, (0.0, e.ts, 0))
         d = (residuals[i] - ev.mean) @ ev.whiten
-        surprise = 0.5 * (log_ratio(errors[i] / ev.error_median) + log_ratio(float(d @ d) / ev.whitened_median))
-        surprise = min(surprise, 10.0)
+        parts = [
+            float(ev.error_tail.neg_log_sf(np.array([errors[i]]))[0]),
+            float(ev.whitened_tail.neg_log_sf(np.array([float(d @ d)]))[0]),
+        ]
+        if ev.profile is not None and ev.profile_tail is not None:
+            parts.append(float(ev.profile_tail.neg_log_sf(ev.profile.score(raw[i : i + 1]))[0]))
+        total = sum(parts)
+        series = sum(total**k / math.factorial(k) for k in range(len(parts)))
+        surprise = max(max(total - math.log(series), 0.0) - ev.allowance, 0.0)
         value = prev * math.exp(-max(e.ts - last, 0.0) / ev.tau) + (surprise if seen + 1 > warmup else 0.0)
         acc[e.stream_id] = (value, e.ts, seen + 1)
         out[i] = value
@@ -128,6 +131,7 @@ def test_streaming_equals_keras_offline(
 def evidence_ref(art: Artifact, events: list, small_settings: Settings, model_dir: Path) -> np.ndarray:
     art.metadata["_dir"] = str(model_dir)
     art.metadata["_keras"] = keras_errors(art, art.bind(FeatureSpec(small_settings.features)), events)
+    art.metadata["_spec"] = art.bind(FeatureSpec(small_settings.features))
     return evidence_reference(art, events, 3)
 
 
@@ -139,8 +143,12 @@ def test_stream_evidence_equals_the_keras_reference(
     got = stream_scores(art, art.bind(FeatureSpec(small_settings.features)), events, batch, evidence=True)
     assert art.evidence is not None and art.evidence.tau == small_settings.model.evidence_seconds
     assert np.count_nonzero(evidence_ref) > len(events) // 4  # a real signal, not all zeros
-    scale = max(float(np.median(evidence_ref[evidence_ref > 0])), 1e-6)
-    assert np.max(np.abs(got - evidence_ref)) / scale <= 1e-5
+    # In nats (thresholds are ~10): the empirical body of a part's tail is a step function, so an
+    # error that float32 and float64 put on either side of a stored quantile moves -ln p by
+    # ln((k + 1) / k) ~ 1e-3; everything else agrees to float32 rounding.
+    diff = np.abs(got - evidence_ref)
+    assert np.max(diff) <= 1e-2
+    assert np.mean(diff <= 1e-5 * np.maximum(evidence_ref, 1.0)) > 0.99
 
 
 @pytest.fixture(scope="module")
