@@ -28,8 +28,8 @@ from prometheus_client import CollectorRegistry
 
 from detector import checkpoint as ckpt
 from detector.alerts import AlertPolicy
-from detector.budget import budget_for
 from detector.backend import Sink, Source, make_sink, make_source
+from detector.budget import budget_for
 from detector.changelog import read_partition
 from detector.checkpointing import Checkpointer, Io
 from detector.config import Settings

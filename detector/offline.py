@@ -150,8 +150,16 @@ def evaluate_file(
         train_events = _training_events(art, settings, train_data)
         spec = art.bind(model_spec(art))
         b, base_scores = baseline_report(
-            baseline, spec, train_events, ds.events, labels, ds.field("incident_id"), streams, ts,
-            art.threshold.target_rate, settings.model.seed,
+            baseline,
+            spec,
+            train_events,
+            ds.events,
+            labels,
+            ds.field("incident_id"),
+            streams,
+            ts,
+            art.threshold.target_rate,
+            settings.model.seed,
         )
         diff, lo, hi = paired_bootstrap(labels, scores, base_scores, streams, settings.model.seed)
         b["pr_auc_difference"] = {"lstm_minus_baseline": diff, "ci95": [lo, hi], "tie": bool(lo <= 0 <= hi)}
@@ -163,7 +171,9 @@ def evaluate_file(
         if base_scores is not None:
             b = report["baseline"]
             runs.append(
-                Run(f"{b['name']} (PR-AUC {b['pr_auc']:.3f})", base_scores, base_scores > b["threshold"], b["threshold"])
+                Run(
+                    f"{b['name']} (PR-AUC {b['pr_auc']:.3f})", base_scores, base_scores > b["threshold"], b["threshold"]
+                )
             )
         written = write_plots(plots, Events(labels, ds.field("incident_id"), streams, ts), runs)
         report["plots"] = [str(p) for p in written]

@@ -25,12 +25,12 @@ from detector.config import Settings
 from detector.dataset import Dataset, featurize, load_events, score_events
 from detector.embedding import bucket_labels, fit_embeddings
 from detector.evidence import Evidence, fit_evidence
-from detector.profile import Profile, fit_profile
-from detector.surprise import null_evidence_quantile
 from detector.exceptions import DataError
 from detector.features import FeatureSpec
 from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
+from detector.profile import Profile, fit_profile
 from detector.scoring import BatchScores, LstmWeights, Normalizer, StreamingScorer, table_for
+from detector.surprise import null_evidence_quantile
 from detector.threshold import Threshold, calibrate
 from simulators.output import writable_dir
 
@@ -453,9 +453,7 @@ def calibrate_threshold(
         )
     stream_elapsed = _elapsed_by_stream(events, keep)
     value = null_evidence_quantile(stream_elapsed, evidence.tau, evidence.per_event, evidence.allowance, rate, seed)
-    crit = null_evidence_quantile(
-        stream_elapsed, evidence.tau, evidence.per_event, evidence.allowance, rate / 10, seed
-    )
+    crit = null_evidence_quantile(stream_elapsed, evidence.tau, evidence.per_event, evidence.allowance, rate / 10, seed)
     return Threshold(value, max(crit, value), "null-simulation", rate, n)
 
 

@@ -109,7 +109,7 @@ def _events(streams: int, per_stream: int) -> str:
     ("streams", "per_stream", "message"),
     [
         (5, 10, "50 usable normal events (no invalid lines); need at least 100"),
-        (2, 100, "2 streams; training needs at least 3"),
+        (2, 60, "a stream of 60 events; training on fewer than 3 streams splits each in time and needs at least 350"),
         (60, 3, "calibration streams have no event past their first 3 (model.warmup_events)"),
     ],
 )

@@ -202,7 +202,7 @@ def test_novelty_field_missing_counts_as_empty_and_not_text_is_invalid() -> None
 def test_novelty_sketch_false_positive_rate_is_within_its_design() -> None:
     """A 256-bit Bloom filter with 2 hashes: after m values, a new one looks seen with
     probability (1 - e^(-2m/256))^2, 4.4% at m = 30."""
-    spec = FeatureSpec(FeaturesConfig(novelty=("merchant_id",)))
+    spec = random_embeddings(FeatureSpec(FeaturesConfig(novelty=("merchant_id",))), 5)
     trials, false_pos, m = 300, 0, 30
     for t in range(trials):
         evs = [spec.parse(raw(merchant_id=f"m{t}-{k}")) for k in range(m + 1)]
