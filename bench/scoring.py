@@ -21,8 +21,9 @@ import orjson
 
 from bench.common import rate, repeat
 from detector.config import Settings
-from detector.evidence import Evidence
+from detector.evidence import Evidence, fit_evidence
 from detector.features import FeatureSpec, ParsedEvent
+from detector.profile import fit_profile
 from detector.scoring import LstmWeights, Normalizer, StreamingScorer, table_for
 
 
@@ -65,11 +66,15 @@ def random_embeddings(spec: FeatureSpec, seed: int) -> FeatureSpec:
     return spec.with_embeddings(tables)
 
 
-def random_evidence(f: int, seed: int) -> Evidence:
-    """Evidence statistics of the right shapes (as a trained model's would be)."""
+def random_evidence(spec: FeatureSpec, seed: int) -> Evidence:
+    """Calibrated evidence of the right shapes (as a trained model's would be): tails of each
+    part and the profile fitted on random normal data."""
     rng = np.random.default_rng(seed)
-    whiten = np.asarray(np.eye(f) + 0.05 * np.tril(rng.standard_normal((f, f))), np.float32)
-    return Evidence(1800.0, 1.0, float(f), np.zeros(f, np.float32), whiten)
+    f = spec.n_features
+    residuals = rng.standard_normal((4096, f)).astype(np.float32)
+    raw = rng.standard_normal((4096, f)).astype(np.float32)
+    errors = np.square(residuals).mean(axis=1)
+    return fit_evidence(errors, residuals, raw, fit_profile(spec, raw), 1800.0)
 
 
 def flops_per_event(f: int, u: int, w: int) -> int:
@@ -101,7 +106,7 @@ def ours(spec: FeatureSpec, evs: list[ParsedEvent], streams: int, batch: int, re
     wts = random_weights(f, u, w, 1)
     norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
     table = table_for(spec, max(streams, batch), u, w)
-    sc = StreamingScorer(wts, norm, spec, table, w, 3, 0.5, explain_above=np.inf, evidence=random_evidence(f, 2))
+    sc = StreamingScorer(wts, norm, spec, table, w, 3, 0.5, explain_above=np.inf, evidence=random_evidence(spec, 2))
     warm = events(spec, streams * w, streams, 99)  # steady state: every stream already has W events
     for k in range(0, len(warm), 4096):
         sc.score_batch(warm[k : k + 4096], 0.0)

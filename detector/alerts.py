@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from detector.budget import AlertBudget
+from detector.evidence import DRIVER_OF_PART
 from detector.explain import Explainer
 from detector.features import ParsedEvent
 from detector.scoring import BatchScores
@@ -90,5 +91,7 @@ class AlertPolicy:
                 "top_features": top,
                 "event": {k: ev.record.get(k) for k in self.passthrough if k in ev.record},
             }
+            if scores.driver is not None:
+                alert["driven_by"] = DRIVER_OF_PART[int(scores.driver[i])]
             out.append(alert)
         return out

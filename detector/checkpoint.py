@@ -4,10 +4,10 @@
     decode_into(table, slot, rec, model_version)       # False when the record is for another model
 
 Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes), source
-u32 (CRC-32 of the input topic), count i64, last_ts f64, median f32, recent f32, evidence f32, input offset of
-the last applied event i64, then h, c (units f32 each), the ring's dense columns (W x dense f32,
-oldest first), the novelty sketches (4 x u64 per novelty field) and the ring's one-hot blocks as codes
-(W x code groups u16).
+u32 (CRC-32 of the input topic), then the fields of detector.state.DURABLE in that order, each as
+its array's bytes (count, input offset of the last applied event, evidence, the derived
+features' state, h, c, the ring's dense columns oldest first, the ring's categorical codes). The
+layout follows the field list: a new per-stream field needs no change here.
 A record written under another model version is ignored on restore (that stream starts cold):
 hidden state is meaningless across weights. So is one written for another input topic: its
 applied offsets refer to that topic's partitions, and would skip events of this one.
@@ -20,13 +20,14 @@ import zlib
 
 import numpy as np
 
-from detector.state import StreamTable
+from detector.state import DURABLE, StreamTable
 
 MAGIC = b"DS"
 # 2: ring in time order; 3: decayed recent-event count; 4: source topic; 5: novelty; 6: compact ring;
-# 7: evidence; 8: 256-bit novelty sketches
-FORMAT = 8
-_HEADER = struct.Struct("<2sB12sIqdfffq")
+# 7: evidence; 8: 256-bit novelty sketches; 9: the fields of detector.state.DURABLE, in order
+# (daily count, the stream's own mean and variance)
+FORMAT = 9
+_HEADER = struct.Struct("<2sB12sI")
 
 
 def source_tag(input_topic: str) -> int:
@@ -34,29 +35,13 @@ def source_tag(input_topic: str) -> int:
     return zlib.crc32(input_topic.encode())
 
 
+def _head(model_version: str, source: int) -> bytes:
+    return _HEADER.pack(MAGIC, FORMAT, model_version.encode()[:12].ljust(12), source)
+
+
 def encode(table: StreamTable, slot: int, model_version: str, source: int = 0) -> bytes:
-    head = _HEADER.pack(
-        MAGIC,
-        FORMAT,
-        model_version.encode()[:12].ljust(12),
-        source,
-        int(table.count[slot]),
-        float(table.last_ts[slot]),
-        float(table.median[slot]),
-        float(table.recent[slot]),
-        float(table.evidence[slot]),
-        int(table.offset[slot]),
-    )
-    return b"".join(
-        (
-            head,
-            table.h[slot].tobytes(),
-            table.c[slot].tobytes(),
-            table.ring[slot].tobytes(),
-            table.known[slot].tobytes(),
-            table.ring_cat[slot].tobytes(),
-        )
-    )
+    """One stream's record (encode_many of one slot)."""
+    return encode_many(table, np.array([slot]), model_version, source)[0]
 
 
 # Records encoded per vectorised pass: the byte matrix and its copy stay ~4 MB, whatever the
@@ -65,10 +50,10 @@ ENCODE_CHUNK = 1024
 
 
 def encode_many(table: StreamTable, slots: np.ndarray, model_version: str, source: int = 0) -> list[bytes]:
-    """`encode` of every slot, vectorised: the records of a chunk are laid out side by side in
-    one byte matrix, one column block per field (a 10k-stream checkpoint pauses the loop ~2x
-    less than one `encode` call per stream)."""
-    head = _HEADER.pack(MAGIC, FORMAT, model_version.encode()[:12].ljust(12), source, 0, 0.0, 0.0, 0.0, 0.0, 0)
+    """The record of every slot, vectorised: the records of a chunk are laid out side by side in
+    one byte matrix, one column block per DURABLE field (a 10k-stream checkpoint pauses the loop
+    ~2x less than one record at a time)."""
+    head = _head(model_version, source)
     out: list[bytes] = []
     for k in range(0, len(slots), ENCODE_CHUNK):
         out += _encode_chunk(table, slots[k : k + ENCODE_CHUNK], head)
@@ -77,14 +62,12 @@ def encode_many(table: StreamTable, slots: np.ndarray, model_version: str, sourc
 
 def _encode_chunk(table: StreamTable, slots: np.ndarray, head: bytes) -> list[bytes]:
     n = len(slots)
-    fields = [getattr(table, name)[slots] for name in ("count", "last_ts", "median", "recent", "evidence", "offset")]
-    fields += [table.h[slots], table.c[slots], table.ring[slots], table.known[slots], table.ring_cat[slots]]
-    cols = [np.ascontiguousarray(f).view(np.uint8).reshape(n, f[0].nbytes) for f in fields]
-    fixed = 2 + 1 + 12 + 4  # magic, format, version, source: the same in every record
-    size = fixed + sum(c.shape[1] for c in cols)
+    fields = [getattr(table, name)[slots] for name in DURABLE]
+    cols = [np.ascontiguousarray(f).view(np.uint8).reshape(n, -1) for f in fields]
+    size = len(head) + sum(c.shape[1] for c in cols)
     rec = np.empty((n, size), dtype=np.uint8)
-    rec[:, :fixed] = np.frombuffer(head[:fixed], dtype=np.uint8)
-    at = fixed
+    rec[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    at = len(head)
     for c in cols:
         rec[:, at : at + c.shape[1]] = c
         at += c.shape[1]
@@ -92,34 +75,32 @@ def _encode_chunk(table: StreamTable, slots: np.ndarray, head: bytes) -> list[by
     return [buf[k : k + size] for k in range(0, len(buf), size)]
 
 
+def _layout(table: StreamTable) -> list[tuple[str, np.dtype, tuple[int, ...], int]]:
+    """(field, dtype, shape, bytes) of each DURABLE field in a record of this table."""
+    out = []
+    for name in DURABLE:
+        shape, dtype = table.shape_of(name), table.dtype_of(name)
+        out.append((name, dtype, shape, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize))
+    return out
+
+
 def record_size(table: StreamTable) -> int:
-    ring = 4 * table.window * table.n_dense + 2 * table.window * table.n_groups
-    return _HEADER.size + 4 * 2 * table.units + ring + 8 * table.n_novelty
+    return _HEADER.size + sum(size for *_, size in _layout(table))
 
 
 def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str, source: int = 0) -> bool:
+    """Restore a record into `slot`; False (nothing written) when it belongs to another model,
+    input topic or layout."""
     if len(value) != record_size(table):
         return False
-    magic, fmt, version, src, count, last_ts, median, recent, evidence, offset = _HEADER.unpack_from(value)
+    magic, fmt, version, src = _HEADER.unpack_from(value)
     if magic != MAGIC or fmt != FORMAT or version.rstrip(b" ").decode() != model_version[:12] or src != source:
         return False
-    u, o = table.units, _HEADER.size
-    n_ring = table.window * table.n_dense
-    floats = np.frombuffer(value, dtype=np.float32, offset=o, count=2 * u + n_ring)
-    table.h[slot] = floats[:u]
-    table.c[slot] = floats[u : 2 * u]
-    table.ring[slot] = floats[2 * u :].reshape(table.window, table.n_dense)
-    o += 4 * (2 * u + n_ring)
-    if table.n_novelty:
-        table.known[slot] = np.frombuffer(value, dtype=np.uint64, offset=o, count=table.n_novelty)
-    o += 8 * table.n_novelty
-    if table.n_groups:
-        codes = np.frombuffer(value, dtype="<u2", offset=o, count=table.window * table.n_groups)
-        table.ring_cat[slot] = codes.reshape(table.window, table.n_groups)
-    table.count[slot] = count
-    table.last_ts[slot] = last_ts
-    table.median[slot] = median
-    table.recent[slot] = recent
-    table.evidence[slot] = evidence
-    table.offset[slot] = offset
+    o = _HEADER.size
+    for name, dtype, shape, size in _layout(table):
+        if size:
+            getattr(table, name)[slot] = np.frombuffer(
+                value, dtype=dtype, offset=o, count=size // dtype.itemsize
+            ).reshape(shape)
+        o += size
     return True

@@ -142,6 +142,13 @@ class FeaturesConfig(_Section):
     # Per stream: log(1 + decayed count of its previous events), this time constant; 0 = off.
     # One hour: card-testing and velocity bursts happen within minutes to an hour.
     recent_events_window_seconds: float = Field(3600.0, ge=0)
+    # Per stream: log(1 + decayed count of its previous events) over a day (this time constant;
+    # 0 = off): a card's daily rhythm, against which an hour's burst stands out.
+    day_events_window_seconds: float = Field(86400.0, ge=0)
+    # Per stream: each numeric field's z-score against the stream's own mean and variance, which
+    # decay over about this many events (0 = off); a value past 4 sd moves them only as far as
+    # 4 sd would, so one outlier does not hide the next. NaN (unknown) for a stream's first 3 events.
+    stream_profile_events: float = Field(64.0, ge=0)
     # The numeric field whose ratio to the stream's running median is a feature (None: off).
     relative_to_median: str | None = "amount"
     # The running median moves 20% of the way to each value, the difference first clipped to this
@@ -207,6 +214,15 @@ class ModelConfig(_Section):
     # events. For streams sampled at a fixed period (metrics), where the time between events says
     # nothing and a decay in seconds would tie the score's scale to the sampling interval.
     evidence_per_event: bool = False
+    # Score = how unusual the stream's recent surprises (their mean over `evidence_seconds`
+    # events) are against its own long run over about this many events (detector.likelihood),
+    # instead of their decayed sum; 0 = off. For metric series whose behaviour moves beyond what
+    # their first weeks showed. Needs evidence_per_event.
+    likelihood_events: float = Field(0.0, ge=0)
+    # How the parts of an event's surprise (sequence error, whitened prediction, profile) combine:
+    # fisher (their p-values multiplied: several mildly odd parts add up) or tippett (the smallest
+    # p-value times the number of parts: valid whatever their dependence).
+    combine: Literal["fisher", "tippett"] = "fisher"
     # Training takes at least this many gradient steps (the data is passed over more often within
     # an epoch when it is small): 8 epochs of a single series of a few hundred events are some 40
     # steps, far from trained. 400 steps train the default model on one such series in seconds.
@@ -215,6 +231,12 @@ class ModelConfig(_Section):
     target_false_alarm_rate: float = Field(1e-4, gt=0, lt=0.5)
     threshold_method: Literal["pot", "quantile"] = "pot"
     critical_multiplier: float = Field(2.0, ge=1)
+
+    @model_validator(mode="after")
+    def _likelihood_counts_events(self) -> ModelConfig:
+        if self.likelihood_events > 0 and not (self.evidence_per_event and self.evidence_seconds > 0):
+            raise ValueError("likelihood_events: needs evidence_per_event true and evidence_seconds > 0")
+        return self
 
 
 class StateConfig(_Section):

@@ -72,20 +72,15 @@ def featurize(spec: FeatureSpec, events: list[ParsedEvent]) -> np.ndarray:
     ts = np.array([e.ts for e in events], dtype=np.float64)
     ids: dict[str, int] = {}
     slots = np.array([ids.setdefault(e.stream_id, len(ids)) for e in events], dtype=np.int64)
-    last_ts = np.zeros(len(ids))
-    median = np.zeros(len(ids), dtype=np.float32)
-    recent = np.zeros(len(ids), dtype=np.float32)
+    state = spec.fresh_state(len(ids))
     seen = np.zeros(len(ids), dtype=bool)
-    known = np.zeros((len(ids), spec.sketch_words), dtype=np.uint64)
     marks = spec.marks(events)
     for rows in _rounds(slots):
         s = slots[rows]
         xr = x[rows]
-        last_ts[s], median[s], recent[s], k = spec.derive(
-            xr, ts[rows], last_ts[s], median[s], recent[s], seen[s], marks[rows], known[s]
-        )
-        if k is not None:
-            known[s] = k
+        new = spec.derive(xr, ts[rows], {k: v[s] for k, v in state.items()}, seen[s], marks[rows])
+        for k, v in new.items():
+            state[k][s] = v
         x[rows] = xr
         seen[s] = True
     return x
@@ -97,6 +92,7 @@ class Scored:
     warming: np.ndarray
     alert: np.ndarray
     limit: np.ndarray  # the threshold applied to each event (the budget's, when one is set)
+    driver: np.ndarray | None = None  # the part that drove each event's surprise, with evidence
     # Row -> the alert's top features (detector.explain), when an explainer was given.
     top_features: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -135,7 +131,7 @@ def score_events(
         error_weights=error_weights,
         evidence=evidence,
     )
-    scores, warm, limits = [], [], []
+    scores, warm, limits, drivers = [], [], [], []
     top: dict[int, list[dict[str, Any]]] = {}
     for k in range(0, len(events), batch):
         part = events[k : k + batch]
@@ -144,10 +140,13 @@ def score_events(
         warm.append(r.warming)
         limit = np.full(len(part), threshold) if budget is None else budget.thresholds(r.score, r.warming)
         limits.append(limit)
+        if r.driver is not None:
+            drivers.append(r.driver)
         if explainer is not None:
             hits = np.flatnonzero((r.score > limit) & ~r.warming)
             top.update(zip((k + hits).tolist(), explainer.top(r, hits, part, 3), strict=True))
     s = np.concatenate(scores) if scores else np.zeros(0, np.float32)
     w = np.concatenate(warm) if warm else np.zeros(0, bool)
     lim = np.concatenate(limits) if limits else np.zeros(0)
-    return Scored(s, w, (s > lim) & ~w, lim, top)
+    drv = np.concatenate(drivers) if drivers else None
+    return Scored(s, w, (s > lim) & ~w, lim, drv, top)

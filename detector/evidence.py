@@ -25,19 +25,30 @@ seconds would make the score's scale depend on the sampling interval. Warming ev
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from detector.likelihood import Likelihood
 from detector.profile import Profile
-from detector.surprise import Tail, fisher, fit_tail
+from detector.surprise import COMBINERS, Tail, fit_tail
 
 # Only the part of a surprise beyond ln 2 (p < 0.5) adds to the evidence: half of all normal
 # events add nothing, as with the median floor of the models before calibrated surprise.
 ALLOWANCE = math.log(2.0)
 PART_NAMES = ("sequence", "whitened", "profile")
+# The per-stream state of the score: the evidence (or, with a likelihood, the decayed mean of the
+# recent surprises) and the long-run mean and variance of the stream's surprises.
+EVIDENCE_STATE: dict[str, tuple[object, type, float]] = {
+    "evidence": ((), np.float32, 0.0),
+    "s_mean": ((), np.float32, 0.0),
+    "s_var": ((), np.float32, 0.0),
+}
+# What an alert says drove it (`driven_by`): both LSTM parts are the sequence's view.
+DRIVER_OF_PART = ("sequence", "sequence", "profile")
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,10 @@ class Evidence:
     profile_tail: Tail | None = None
     per_event: bool = False
     allowance: float = ALLOWANCE
+    combine: str = "fisher"  # how the parts' p-values combine (detector.surprise.COMBINERS)
+    # With a likelihood, the score is how unusual the stream's recent surprises are against its
+    # own long run (detector.likelihood), not their decayed sum.
+    likelihood: Likelihood | None = None
 
     def parts(self, error: np.ndarray, residual: np.ndarray, raw: np.ndarray | None) -> np.ndarray:
         """(n, parts) -ln p of each part, in PART_NAMES order (without a profile: two)."""
@@ -61,23 +76,37 @@ class Evidence:
             cols.append(self.profile_tail.neg_log_sf(self.profile.score(raw)))
         return np.stack(cols, axis=1)
 
+    def surprise(
+        self, error: np.ndarray, residual: np.ndarray, raw: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each event's combined surprise -ln p (before the allowance) and its driving part."""
+        p = self.parts(error, residual, raw)
+        return COMBINERS[self.combine](p), np.argmax(p, axis=1).astype(np.int8)
+
     def accumulate(
         self,
         error: np.ndarray,
         residual: np.ndarray,
         raw: np.ndarray | None,
         elapsed: np.ndarray,
-        previous: np.ndarray,
+        state: dict[str, np.ndarray],
+        n_before: np.ndarray,
         warming: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The new evidence of each event's stream (out-of-order events do not decay it), and the
-        part that drove each event's surprise (index into PART_NAMES)."""
-        p = self.parts(error, residual, raw)
-        s = np.maximum(fisher(p) - self.allowance, 0.0)
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """(score, the streams' new EVIDENCE_STATE, the part that drove each event's surprise).
+        `state` is the streams' EVIDENCE_STATE before these events, `n_before` their event
+        counts; out-of-order events do not decay the evidence."""
+        s, driver = self.surprise(error, residual, raw)
+        if self.likelihood is not None:
+            score, short, mean, var = self.likelihood.step(
+                s, state["evidence"], state["s_mean"], state["s_var"], n_before, warming
+            )
+            return score, {"evidence": short, "s_mean": mean, "s_var": var}, driver
+        s = np.maximum(s - self.allowance, 0.0)
         s[warming] = 0.0
         step = np.ones_like(elapsed) if self.per_event else np.maximum(elapsed, 0.0)
-        decay = np.exp(-step / self.tau)
-        return (previous * decay + s).astype(np.float32), np.argmax(p, axis=1).astype(np.int8)
+        score = (state["evidence"] * np.exp(-step / self.tau) + s).astype(np.float32)
+        return score, {**state, "evidence": score}, driver
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +114,8 @@ class Evidence:
             "tau": self.tau,
             "per_event": self.per_event,
             "allowance": self.allowance,
+            "combine": self.combine,
+            "likelihood": None if self.likelihood is None else self.likelihood.to_dict(),
             "mean": self.mean.tolist(),
             "whiten": self.whiten.tolist(),
             "error_tail": self.error_tail.to_dict(),
@@ -107,6 +138,8 @@ class Evidence:
             None if d.get("profile_tail") is None else Tail.from_dict(d["profile_tail"]),
             bool(d["per_event"]),
             float(d["allowance"]),
+            str(d["combine"]),
+            None if d.get("likelihood") is None else Likelihood.from_dict(d["likelihood"]),
         )
 
 
@@ -130,6 +163,8 @@ def fit_evidence(
     tau: float,
     per_event: bool = False,
     constant: list[int] | None = None,
+    combine: str = "fisher",
+    likelihood_events: float = 0.0,
 ) -> Evidence:
     """From normal held-out events' errors (n,), prediction residuals (n, F) and raw feature
     rows (n, F); `profile` fitted on the training streams. The residuals of `constant` columns
@@ -142,7 +177,7 @@ def fit_evidence(
     profile_tail = None
     if profile is not None and raw is not None:
         profile_tail = fit_tail(profile.score(raw))
-    return Evidence(
+    ev = Evidence(
         tau=float(tau),
         mean=mean,
         whiten=whiten,
@@ -151,4 +186,12 @@ def fit_evidence(
         profile=profile,
         profile_tail=profile_tail,
         per_event=per_event,
+        combine=combine,
     )
+    if likelihood_events > 0:
+        s = ev.surprise(errors, residuals, raw)[0]
+        d = np.exp(-1.0 / tau)
+        # The prior of the short mean: the surprises' mean, their variance as an EW mean's.
+        lk = Likelihood(float(tau), float(likelihood_events), float(np.mean(s)), float(np.var(s) * (1 - d) / (1 + d)))
+        ev = dataclasses.replace(ev, likelihood=lk)
+    return ev

@@ -89,6 +89,11 @@ class FeatureSpec:
             names.append("recent_events")
         if cfg.relative_to_median:
             names.append(f"{cfg.relative_to_median}_vs_median")
+        if cfg.day_events_window_seconds > 0:
+            names.append("day_events")
+        self.z_col = len(names)
+        if cfg.stream_profile_events > 0:
+            names += [f"{f.name}_stream_z" for f in cfg.numeric]
         self.new_col = len(names)
         names += [f"{f}_is_new" for f in cfg.novelty]
         self.n_novelty = len(cfg.novelty)
@@ -102,6 +107,8 @@ class FeatureSpec:
         self.recent_col = names.index("recent_events") if cfg.recent_events_window_seconds > 0 else -1
         self.med_col = names.index(f"{cfg.relative_to_median}_vs_median") if cfg.relative_to_median else -1
         self.med_src = [f.name for f in cfg.numeric].index(cfg.relative_to_median) if cfg.relative_to_median else -1
+        self.day_col = names.index("day_events") if cfg.day_events_window_seconds > 0 else -1
+        self.n_z = len(cfg.numeric) if cfg.stream_profile_events > 0 else 0
         self.time_col = len(names) - 2 * (cfg.hour_of_day + cfg.day_of_week)
         # Categorical fields, by their index in ParsedEvent.buckets: embedded ones are dense columns
         # (before the one-hot blocks, which must come last), the others one-hot blocks.
@@ -311,55 +318,118 @@ class FeatureSpec:
         """(n, novelty fields) bit of each event's value in its stream's sets."""
         return _columns([e.marks for e in events], self.n_novelty, np.uint64)
 
+    def state_shape(self, spec: object) -> tuple[int, ...]:
+        """Shape per stream of a DERIVED_STATE field."""
+        if spec == "sketch":
+            return (self.sketch_words,)
+        if spec == "numeric":
+            return (self.n_numeric,)
+        return ()
+
+    def fresh_state(self, n: int) -> dict[str, np.ndarray]:
+        """The derived-feature state of n new streams."""
+        return {
+            name: np.full((n, *self.state_shape(shape)), fresh, dtype=dtype)
+            for name, (shape, dtype, fresh) in DERIVED_STATE.items()
+        }
+
     def derive(
         self,
         x: np.ndarray,
         ts: np.ndarray,
-        last_ts: np.ndarray,
-        median: np.ndarray,
-        recent: np.ndarray,
+        state: dict[str, np.ndarray],
         seen: np.ndarray,
         marks: np.ndarray | None = None,
-        known: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    ) -> dict[str, np.ndarray]:
         """Fill the per-stream columns of rows that each belong to a distinct stream.
 
-        `last_ts`, `median`, `recent`, `known` and `seen` are that stream's state before these
-        events; returns the new (last_ts, median, recent, known). A stream's first event gets NaN
-        (normalised to the mean, i.e. 0). `recent` is an exponentially decayed count of the
-        stream's events (time constant `recent_events_window_seconds`): a burst of events shows in
-        it long after the single gap between two of them would. `known` (n, novelty fields)
-        holds each stream's sketch (SKETCH_WORDS u64 per field) of the values it has had; `marks`
-        the events' 16-bit hashes.
+        `state` holds those streams' DERIVED_STATE before these events (one row each); returns
+        their new state. A stream's first event gets NaN (normalised to the mean, i.e. 0).
+        `recent` and `daily` are exponentially decayed counts of the stream's events (time
+        constants `recent_events_window_seconds`, `day_events_window_seconds`): a burst shows in
+        them long after the single gap between two of its events would. `known` holds each
+        stream's novelty sketches (SKETCH_WORDS u64 per field); `marks` the events' 16-bit
+        hashes. `mean`, `var` and `n` are the stream's own decayed statistics of each numeric
+        field, for its z-scores.
         """
+        new = dict(state)
+        last_ts = state["last_ts"]
         dt = np.maximum(ts - last_ts, 0.0)
         if self.dt_col >= 0:
             x[:, self.dt_col] = np.where(seen, np.log1p(dt), np.nan)
-        new_recent = recent
-        if self.recent_col >= 0:
-            decayed = np.where(seen, recent * np.exp(-dt / self.cfg.recent_events_window_seconds), 0.0)
-            x[:, self.recent_col] = np.where(seen, np.log1p(decayed), np.nan)
-            new_recent = (decayed + 1.0).astype(np.float32)
-        new_median = median
+        for col, key, tau in (
+            (self.recent_col, "recent", self.cfg.recent_events_window_seconds),
+            (self.day_col, "daily", self.cfg.day_events_window_seconds),
+        ):
+            if col >= 0:
+                decayed = np.where(seen, state[key] * np.exp(-dt / tau), 0.0)
+                x[:, col] = np.where(seen, np.log1p(decayed), np.nan)
+                new[key] = (decayed + 1.0).astype(np.float32)
         if self.med_col >= 0:
+            median = state["median"]
             v = x[:, self.med_src]
             x[:, self.med_col] = np.where(seen, v - median, np.nan)
             step = np.clip(v - median, -self.median_step, self.median_step) * MEDIAN_GAIN
-            new_median = np.where(seen, median + step, v).astype(np.float32)
-        new_known = known
-        if self.n_novelty and marks is not None and known is not None:
-            new_known = np.where(seen[:, None], known, np.uint64(0))
-            before = new_known.copy()
-            rows = np.arange(len(x))
-            for f in range(self.n_novelty):
-                is_new = np.zeros(len(x), dtype=bool)
-                for index in (marks[:, f] & np.uint64(255), marks[:, f] >> np.uint64(8)):
-                    word = f * SKETCH_WORDS + (index >> np.uint64(6)).astype(np.intp)
-                    bit = np.left_shift(np.uint64(1), index & np.uint64(63))
-                    is_new |= (before[rows, word] & bit) == 0
-                    new_known[rows, word] |= bit
-                x[:, self.new_col + f] = np.where(seen, is_new, np.nan)
-        return ts.copy(), new_median, new_recent, new_known
+            new["median"] = np.where(seen, median + step, v).astype(np.float32)
+        if self.n_z:
+            new["mean"], new["var"], new["n"], z = self._stream_z(x[:, : self.n_numeric], state, seen)
+            x[:, self.z_col : self.z_col + self.n_z] = z
+        if self.n_novelty and marks is not None:
+            known = np.where(seen[:, None], state["known"], np.uint64(0))
+            before = known.copy()
+            rows = np.arange(len(x))[:, None]
+            first = SKETCH_WORDS * np.arange(self.n_novelty)
+            is_new = np.zeros((len(x), self.n_novelty), dtype=bool)
+            for index in (marks & np.uint64(255), marks >> np.uint64(8)):  # the two hash functions
+                word = first + (index >> np.uint64(6)).astype(np.intp)
+                bit = np.left_shift(np.uint64(1), index & np.uint64(63))
+                is_new |= (before[rows, word] & bit) == 0
+                known[rows, word] |= bit
+            x[:, self.new_col : self.new_col + self.n_novelty] = np.where(seen[:, None], is_new, np.nan)
+            new["known"] = known
+        new["last_ts"] = ts.copy()
+        return new
+
+    def _stream_z(
+        self, v: np.ndarray, state: dict[str, np.ndarray], seen: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each value's z against its stream's decayed mean and variance, and the updated ones.
+        Weights 1/n until n reaches `stream_profile_events` (a plain running mean at first), then
+        fixed; the update sees the value winsorised at Z_WINSOR sd (once there are 3 events)."""
+        n = np.where(seen, state["n"], 0.0)[:, None]
+        mean, var = state["mean"], state["var"]
+        sd = np.sqrt(np.maximum(var, 0.0)) + Z_FLOOR
+        ready = n >= MIN_Z_EVENTS
+        z = np.where(ready, (v - mean) / sd, np.nan)
+        vc = np.where(ready, mean + np.clip(v - mean, -Z_WINSOR * sd, Z_WINSOR * sd), v)
+        a = 1.0 / np.minimum(n + 1.0, self.cfg.stream_profile_events)
+        d = vc - np.where(n > 0, mean, vc)
+        new_mean = np.where(n > 0, mean + a * d, vc)
+        new_var = np.where(n > 0, (1.0 - a) * (var + a * d * d), 0.0)
+        return new_mean.astype(np.float32), new_var.astype(np.float32), (n[:, 0] + 1.0).astype(np.float32), z
+
+
+# A stream's z-scores need this many earlier events; values beyond Z_WINSOR sd update its
+# statistics as if they were at Z_WINSOR sd; Z_FLOOR (in the field's units after its transform)
+# keeps a stream that always sends the same value from dividing by zero.
+MIN_Z_EVENTS = 3
+Z_WINSOR = 4.0
+Z_FLOOR = 1e-3
+
+# The per-stream state the derived features keep, one row per stream: name -> (shape, dtype, the
+# value of a new stream). Shapes: () one value, "numeric" one per numeric field, "sketch" the
+# novelty sketches' words. The stream table and its changelog record take their fields from here,
+# so a new per-stream feature is declared here, computed in FeatureSpec.derive and configured.
+DERIVED_STATE: dict[str, tuple[object, type, float | int]] = {
+    "last_ts": ((), np.float64, 0.0),
+    "median": ((), np.float32, 0.0),
+    "recent": ((), np.float32, 0.0),
+    "daily": ((), np.float32, 0.0),
+    "n": ((), np.float32, 0.0),
+    "mean": ("numeric", np.float32, 0.0),
+    "var": ("numeric", np.float32, 0.0),
+    "known": ("sketch", np.uint64, 0),
+}
 
 
 def _columns(rows: list[tuple[Any, ...]], k: int, dtype: type) -> np.ndarray:

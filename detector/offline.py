@@ -15,6 +15,7 @@ from detector.budget import budget_for
 from detector.config import FeaturesConfig, Settings
 from detector.dataset import Dataset, Scored, load_events, score_events
 from detector.evaluate import average_precision, evaluate
+from detector.evidence import DRIVER_OF_PART
 from detector.exceptions import DataError, ModelError
 from detector.explain import Explainer
 from detector.features import FeatureSpec
@@ -88,6 +89,8 @@ def score_file(settings: Settings, model: Path, data: Path, out: str) -> int:
         if r.alert[i]:
             out["severity"] = art.threshold.severity(float(r.score[i]))
             out["top_features"] = r.top_features[i]
+            if r.driver is not None:
+                out["driven_by"] = DRIVER_OF_PART[int(r.driver[i])]
         return out
 
     return write_jsonl((row(i, e) for i, e in enumerate(ds.events)), out)

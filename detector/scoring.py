@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.evidence import Evidence
+from detector.evidence import EVIDENCE_STATE, Evidence
 from detector.features import FeatureSpec, ParsedEvent
 from detector.state import StreamTable, code_groups
 
@@ -267,14 +267,10 @@ class StreamingScorer:
         n = len(rows)
         count = t.count[s]
         xr = x[rows]
-        known = t.known[s] if self.spec.n_novelty else None
         mk = marks[rows] if marks is not None else None
-        elapsed = ts[rows] - t.last_ts[s]  # since the stream's previous event (huge for a new one)
-        t.last_ts[s], t.median[s], t.recent[s], known = self.spec.derive(
-            xr, ts[rows], t.last_ts[s], t.median[s], t.recent[s], count > 0, mk, known
-        )
-        if known is not None:
-            t.known[s] = known
+        view = t.view(s)
+        elapsed = ts[rows] - view["last_ts"]  # since the stream's previous event (huge for a new one)
+        t.store(s, self.spec.derive(xr, ts[rows], view, count > 0, mk))
         x[rows] = xr
         z = self.norm.apply(xr)
         h_prev, c_prev = t.h[s], t.c[s]
@@ -325,8 +321,10 @@ class StreamingScorer:
         if residual is not None:
             residual[rows] = pred_d
         if self.evidence is not None and driver is not None:
-            sc, driver[rows] = self.evidence.accumulate(sc, pred_d, xr, elapsed, t.evidence[s], warm)
-            t.evidence[s] = sc
+            before = {k: getattr(t, k)[s] for k in EVIDENCE_STATE}
+            sc, after, driver[rows] = self.evidence.accumulate(sc, pred_d, xr, elapsed, before, count - 1, warm)
+            for k, v in after.items():
+                getattr(t, k)[s] = v
         score[rows] = sc
         # Per-feature errors only where an explanation will be asked for (alerts are rare).
         hot = np.flatnonzero(sc > self.explain_above)
@@ -343,7 +341,15 @@ def table_for(
     """A stream table laid out for `spec` (dense columns, embedded buckets, one-hot codes)."""
     categorical, embedded, _ = _layout(spec)
     return StreamTable(
-        max_streams, state_size, window, spec.n_features, idle_ttl_seconds, spec.sketch_words, categorical, embedded
+        max_streams,
+        state_size,
+        window,
+        spec.n_features,
+        idle_ttl_seconds,
+        spec.sketch_words,
+        categorical,
+        embedded,
+        spec.n_numeric,
     )
 
 

@@ -21,6 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from detector.evidence import EVIDENCE_STATE
+from detector.features import DERIVED_STATE
+
 _INITIAL_CAPACITY = 1024
 _CODES = 1 << 16
 
@@ -39,18 +42,16 @@ def code_groups(blocks: tuple[int, ...]) -> list[tuple[int, ...]]:
     return [tuple(g) for g in groups]
 
 
-# Per-slot arrays: name -> (shape after the slot axis, dtype, value of a fresh slot).
+# Per-slot arrays: name -> (shape after the slot axis, dtype, value of a fresh slot). The derived
+# features' state (detector.features.DERIVED_STATE) sits between the LSTM's and the bookkeeping.
 _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
     "h": ("units", np.float32, 0.0),
     "c": ("units", np.float32, 0.0),
     "ring": ("ring", np.float32, 0.0),  # (W, dense columns)
     "ring_cat": ("ring_cat", np.uint16, 0),  # (W, embedded fields + code groups): buckets, codes
     "count": ((), np.int64, 0),
-    "last_ts": ((), np.float64, 0.0),
-    "median": ((), np.float32, 0.0),
-    "recent": ((), np.float32, 0.0),
-    "evidence": ((), np.float32, 0.0),  # decayed sum of the stream's surprises (detector.evidence)
-    "known": ("novelty", np.uint64, 0),  # per novelty field: the set of value bits seen
+    **DERIVED_STATE,
+    **EVIDENCE_STATE,  # the score's own state (detector.evidence)
     # Input offset of the last event applied to the stream: a replayed event at or below it
     # (after a rebalance or restart) is skipped instead of being applied to the state twice.
     "offset": ((), np.int64, -1),
@@ -62,6 +63,9 @@ _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
     "last_seen": ((), np.float64, 0.0),  # clock time, for the idle TTL
     "touched": ((), np.int64, -1),  # batch number, for least-recently-seen eviction
 }
+# What a stream's changelog record holds, in this order (detector.checkpoint): everything but the
+# bookkeeping of this process (partition, dirty, saved, last_seen, touched).
+DURABLE = ("count", "offset", *EVIDENCE_STATE, *DERIVED_STATE, "h", "c", "ring", "ring_cat")
 
 
 class StreamTable:
@@ -72,12 +76,13 @@ class StreamTable:
         window: int,
         n_features: int,
         idle_ttl_seconds: float = float("inf"),
-        n_novelty: int = 0,
+        sketch_words: int = 0,
         categorical: tuple[int, ...] = (),
         embedded: tuple[int, ...] = (),
+        n_numeric: int = 1,
     ) -> None:
         self.max_streams = max_streams
-        self.n_novelty = n_novelty
+        self.sketch_words, self.n_numeric = sketch_words, n_numeric
         self.categorical, self.embedded = tuple(categorical), tuple(embedded)
         self.n_dense = n_features - sum(categorical) - sum(embedded)
         self.n_groups = len(embedded) + len(code_groups(self.categorical))
@@ -104,7 +109,13 @@ class StreamTable:
     last_ts: np.ndarray
     median: np.ndarray
     recent: np.ndarray
+    daily: np.ndarray
+    n: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
     evidence: np.ndarray
+    s_mean: np.ndarray
+    s_var: np.ndarray
     known: np.ndarray
     offset: np.ndarray
     partition: np.ndarray
@@ -120,9 +131,27 @@ class StreamTable:
             return (self.window, self.n_dense)
         if spec == "ring_cat":
             return (self.window, self.n_groups)
-        if spec == "novelty":
-            return (self.n_novelty,)
+        if spec == "sketch":
+            return (self.sketch_words,)
+        if spec == "numeric":
+            return (self.n_numeric,)
         return ()
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """Shape per stream of a field."""
+        return self._shape(_FIELDS[name][0])
+
+    def dtype_of(self, name: str) -> np.dtype:
+        return np.dtype(_FIELDS[name][1])
+
+    def view(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The derived-feature state of these slots (copies), for FeatureSpec.derive."""
+        return {name: getattr(self, name)[slots] for name in DERIVED_STATE}
+
+    def store(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        """Write back what FeatureSpec.derive returned for these slots."""
+        for name in DERIVED_STATE:
+            getattr(self, name)[slots] = state[name]
 
     def _alloc(self, capacity: int) -> None:
         old = self.capacity

@@ -49,22 +49,26 @@ class Tail:
     method: str  # "gpd" or "exponential"
     n: int  # size of the sample it was fitted on
 
+    def __post_init__(self) -> None:
+        # -ln of the smoothed empirical survival at each kept quantile (searchsorted's answer k
+        # reads entry k): the body is one search and one gather on the hot path.
+        m = len(self.body)
+        object.__setattr__(self, "_body32", self.body.astype(np.float32))
+        object.__setattr__(self, "_nlp", -np.log((m - np.arange(m + 1) + 1.0) / (m + 1.0)))
+
     def neg_log_sf(self, x: np.ndarray) -> np.ndarray:
         """-ln P(X >= x) for each x (NaN counts as unremarkable: 0)."""
-        x = np.asarray(x, np.float64)
-        body = self.body
+        body = self._body32 if x.dtype == np.float32 else self.body  # type: ignore[attr-defined]
         # Right-continuous empirical survival over the kept quantiles, smoothed (k + 1) / (m + 1).
-        below = np.searchsorted(body, x, side="left")
-        sf = (len(body) - below + 1.0) / (len(body) + 1.0)
-        over = x > self.u
-        if over.any():
-            e = np.maximum(x[over] - self.u, 0.0) / self.scale
+        out = self._nlp.take(np.searchsorted(body, x, side="left"))  # type: ignore[attr-defined]
+        over = np.flatnonzero(x > self.u)
+        if len(over):
+            e = np.maximum(x[over].astype(np.float64) - self.u, 0.0) / self.scale
             if self.shape > 1e-9:
-                log_tail = -np.log1p(self.shape * e) / self.shape
+                nlp_tail = np.log1p(self.shape * e) / self.shape
             else:
-                log_tail = -e
-            sf[over] = np.minimum(sf[over], self.frac * np.exp(log_tail))
-        out = -np.log(np.clip(sf, 1e-300, 1.0))
+                nlp_tail = e
+            out[over] = np.maximum(out[over], nlp_tail - np.log(self.frac))
         out[np.isnan(x)] = 0.0
         return np.minimum(out, MAX_NEG_LOG_P)
 
@@ -154,3 +158,13 @@ def null_evidence_quantile(
             acc[:, j] = ev
         out.append(acc.ravel())
     return float(np.quantile(np.concatenate(out), 1.0 - rate))
+
+
+def tippett(neg_log_p: np.ndarray) -> np.ndarray:
+    """Tippett's combination with the Bonferroni bound: p = min(1, K * the smallest part's p),
+    valid whatever the dependence between the parts. Returns -ln of it, >= 0."""
+    x = np.asarray(neg_log_p, np.float64)
+    return np.maximum(x.max(axis=1) - np.log(x.shape[1]), 0.0)
+
+
+COMBINERS = {"fisher": fisher, "tippett": tippett}

@@ -62,6 +62,14 @@ def pot_quantile(scores: np.ndarray, rate: float) -> tuple[float, float, float] 
     xi, sigma = gpd_pwm(excess)
     if not (SHAPE_RANGE[0] < xi < SHAPE_RANGE[1]) or sigma <= 0:
         return None
+    # The shape counts only beyond two standard errors of its estimate ((1 + xi) / sqrt(n) for n
+    # excesses), else the tail is exponential (shape 0), what a decayed sum of calibrated
+    # surprises has: 32 excesses of a 1,624-event calibration set fitted 0.22 +- 0.24, and the
+    # extrapolated threshold stood at twice every score of its test file, fraud included.
+    se = (1.0 + abs(xi)) / np.sqrt(len(excess))
+    shrunk = float(np.sign(xi) * max(abs(xi) - 2.0 * se, 0.0))
+    if shrunk != xi:
+        xi, sigma = shrunk, float(np.mean(excess)) if shrunk == 0.0 else sigma
     ratio = rate * len(scores) / len(excess)
     if abs(xi) < 1e-6:
         z = t - sigma * np.log(ratio)

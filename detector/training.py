@@ -435,6 +435,13 @@ def calibrate_threshold(
     scores = r.score[keep]
     rate = mc.target_false_alarm_rate
     n = len(scores)
+    if evidence is not None and evidence.likelihood is not None:
+        # The likelihood's score is -ln of a normal tail probability: the target rate's level,
+        # or the calibration set's own quantile where it is large enough and says more.
+        value = -float(np.log(rate))
+        if n * rate >= 10:
+            value = max(value, float(np.quantile(scores, 1 - rate)))
+        return Threshold(value, max(value, -float(np.log(rate / 10))), "likelihood (normal tail)", rate, n)
     if n < MIN_CALIBRATION_EVENTS:
         raise DataError(
             f"{n} calibration events past the warm-up; a threshold needs at least {MIN_CALIBRATION_EVENTS} "
@@ -502,6 +509,8 @@ def fit_stream_evidence(
         mc.evidence_seconds,
         mc.evidence_per_event,
         constant,
+        mc.combine,
+        mc.likelihood_events,
     )
 
 

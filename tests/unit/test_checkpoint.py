@@ -5,42 +5,53 @@ import pytest
 
 from detector import checkpoint
 from detector.checkpoint import decode_into, encode, encode_many, record_size
-from detector.state import StreamTable
+from detector.state import DURABLE, StreamTable
+
+
+def _random(t: StreamTable, name: str, slots: np.ndarray, rng: np.random.Generator) -> None:
+    arr = getattr(t, name)
+    shape = arr[slots].shape
+    if arr.dtype.kind == "f":
+        arr[slots] = rng.standard_normal(shape)
+    else:
+        arr[slots] = rng.integers(0, min(np.iinfo(arr.dtype).max, 2**62), shape, dtype=arr.dtype)
 
 
 def filled_table(
-    n_novelty: int = 0, categorical: tuple[int, ...] = (), embedded: tuple[int, ...] = ()
+    sketch_words: int = 0, categorical: tuple[int, ...] = (), embedded: tuple[int, ...] = (), n_numeric: int = 1
 ) -> tuple[StreamTable, int]:
     nf = 2 + sum(categorical) + sum(embedded)
-    t = StreamTable(10, 4, 3, nf, n_novelty=n_novelty, categorical=categorical, embedded=embedded)
+    t = StreamTable(
+        10, 4, 3, nf, sketch_words=sketch_words, categorical=categorical, embedded=embedded, n_numeric=n_numeric
+    )
     slot = int(t.slots_for(["card-1"], now=0.0, partitions=np.array([2], np.int32))[0])
     rng = np.random.default_rng(0)
-    t.h[slot], t.c[slot] = rng.standard_normal(4), rng.standard_normal(4)
-    t.ring[slot] = rng.standard_normal((3, 2))
+    for name in DURABLE:  # every field of the record, whatever the list holds
+        _random(t, name, np.array([slot]), rng)
     t.ring_cat[slot] = rng.integers(0, 3, (3, t.n_groups))
-    t.count[slot], t.last_ts[slot], t.median[slot], t.offset[slot] = 7, 1.7e9, 3.5, 1234
-    t.recent[slot], t.evidence[slot] = 1.25, 6.5
-    t.known[slot] = rng.integers(0, 2**63, n_novelty, dtype=np.uint64)
     return t, slot
 
 
 @pytest.mark.parametrize(
-    ("n_novelty", "categorical", "embedded"),
-    [(0, (), ()), (2, (), ()), (0, (3, 4), ()), (1, (3,), ()), (0, (3,), (4, 2))],
+    ("sketch_words", "categorical", "embedded", "n_numeric"),
+    [(0, (), (), 1), (8, (), (), 2), (0, (3, 4), (), 1), (4, (3,), (), 3), (0, (3,), (4, 2), 1)],
 )
 def test_round_trip_restores_every_field(
-    n_novelty: int, categorical: tuple[int, ...], embedded: tuple[int, ...]
+    sketch_words: int, categorical: tuple[int, ...], embedded: tuple[int, ...], n_numeric: int
 ) -> None:
-    t, slot = filled_table(n_novelty, categorical, embedded)
+    t, slot = filled_table(sketch_words, categorical, embedded, n_numeric)
     assert t.n_dense == 2 and t.n_groups == len(embedded) + (1 if categorical else 0)
     rec = encode(t, slot, "abcdef123456")
-    assert len(rec) == record_size(t)
+    assert len(rec) == record_size(t) == 19 + sum(getattr(t, n)[slot].nbytes for n in DURABLE)
     nf = 2 + sum(categorical) + sum(embedded)
-    u = StreamTable(10, 4, 3, nf, n_novelty=n_novelty, categorical=categorical, embedded=embedded)
+    make = lambda words: StreamTable(  # noqa: E731
+        10, 4, 3, nf, sketch_words=words, categorical=categorical, embedded=embedded, n_numeric=n_numeric
+    )
+    u = make(sketch_words)
     s2 = u.slot_for_restore("card-1", 2, now=0.0)
     assert decode_into(u, s2, rec, "abcdef123456")
-    assert not decode_into(StreamTable(10, 4, 3, nf, n_novelty=n_novelty + 1), 0, rec, "abcdef123456")
-    for name in ("h", "c", "ring", "ring_cat", "count", "last_ts", "median", "recent", "evidence", "offset", "known"):
+    assert not decode_into(make(sketch_words + 4), 0, rec, "abcdef123456")  # another layout
+    for name in DURABLE:
         assert np.array_equal(getattr(u, name)[s2], getattr(t, name)[slot]), name
     assert not u.dirty[s2]  # restored state is not re-written at the next checkpoint
 
@@ -77,18 +88,20 @@ def test_state_written_for_another_input_topic_is_refused() -> None:
     assert decode_into(u, 0, rec, "abcdef123456", source_tag("events"))
 
 
-@pytest.mark.parametrize("n_novelty", [0, 3])
-def test_vectorised_encoding_is_byte_identical(n_novelty: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    t = StreamTable(max_streams=10, units=4, window=3, n_features=9, n_novelty=n_novelty, categorical=(3, 4))
+@pytest.mark.parametrize("sketch_words", [0, 12])
+def test_chunked_encoding_gives_the_same_records(sketch_words: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = StreamTable(max_streams=10, units=4, window=3, n_features=9, sketch_words=sketch_words, categorical=(3, 4))
     slots = t.slots_for([f"card-{i}" for i in range(5)], now=0.0)
     rng = np.random.default_rng(1)
-    for name in ("h", "c", "ring", "median", "recent", "last_ts"):
-        getattr(t, name)[slots] = rng.standard_normal(getattr(t, name)[slots].shape)
-    t.count[slots], t.offset[slots] = rng.integers(0, 1000, 5), rng.integers(-1, 1 << 40, 5)
-    t.known[slots] = rng.integers(0, 2**63, (5, n_novelty), dtype=np.uint64)
+    for name in DURABLE:
+        _random(t, name, slots, rng)
     t.ring_cat[slots] = rng.integers(0, 3, (5, 3, t.n_groups))
     many = encode_many(t, slots[[3, 0, 4]], "abcdef123456", 77)
     assert many == [encode(t, int(s), "abcdef123456", 77) for s in slots[[3, 0, 4]]]
     assert encode_many(t, slots[:0], "abcdef123456", 77) == []  # a checkpoint with nothing dirty
     monkeypatch.setattr(checkpoint, "ENCODE_CHUNK", 2)  # several chunks: same records, same order
     assert encode_many(t, slots, "abcdef123456", 77) == [encode(t, int(s), "abcdef123456", 77) for s in slots]
+    u = StreamTable(max_streams=10, units=4, window=3, n_features=9, sketch_words=sketch_words, categorical=(3, 4))
+    assert decode_into(u, 0, many[1], "abcdef123456", 77)
+    for name in DURABLE:
+        assert np.array_equal(getattr(u, name)[0], getattr(t, name)[slots[0]]), name

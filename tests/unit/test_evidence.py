@@ -42,20 +42,25 @@ def test_surprise_of_normal_events_is_calibrated() -> None:
         assert np.allclose((parts > t).mean(axis=0), np.exp(-t), rtol=0.35)
 
 
+def acc(ev: Evidence, err: np.ndarray, res: np.ndarray, elapsed: float, prev: float, warm: bool = False) -> float:
+    state = {"evidence": np.array([prev], np.float32), "s_mean": np.zeros(1), "s_var": np.zeros(1)}
+    score, after, driver = ev.accumulate(err, res, None, np.array([elapsed]), state, np.array([5]), np.array([warm]))
+    assert after["evidence"][0] == score[0] and driver[0] in (0, 1)
+    return float(score[0])
+
+
 def test_evidence_adds_up_a_burst_and_decays_with_time() -> None:
     ev, _ = fitted()
     res = ev.mean[None] + 6.0
     err = np.array([float(np.square(res).mean())], np.float32)
     s = float(surprise(ev, err, res)[0]) - ALLOWANCE
-    no = np.array([False])
-    one, driver = ev.accumulate(err, res, None, np.array([1e9]), np.array([0.0], np.float32), no)
-    assert np.isclose(one[0], s, rtol=1e-5) and driver[0] in (0, 1)
-    assert np.isclose(ev.accumulate(err, res, None, np.array([0.0]), one, no)[0][0], 2 * s, rtol=1e-5)
-    later = ev.accumulate(err, res, None, np.array([ev.tau]), one, no)[0]
-    assert np.isclose(later[0], s + s / np.e, rtol=1e-5)
+    one = acc(ev, err, res, 1e9, 0.0)
+    assert np.isclose(one, s, rtol=1e-5)
+    assert np.isclose(acc(ev, err, res, 0.0, one), 2 * s, rtol=1e-5)
+    assert np.isclose(acc(ev, err, res, ev.tau, one), s + s / np.e, rtol=1e-5)
     # Out of order: no decay (never growth); warming: nothing added.
-    assert np.isclose(ev.accumulate(err, res, None, np.array([-50.0]), one, no)[0][0], 2 * s, rtol=1e-5)
-    assert np.isclose(ev.accumulate(err, res, None, np.array([0.0]), one, np.array([True]))[0][0], s, rtol=1e-5)
+    assert np.isclose(acc(ev, err, res, -50.0, one), 2 * s, rtol=1e-5)
+    assert np.isclose(acc(ev, err, res, 0.0, one, warm=True), s, rtol=1e-5)
 
 
 def test_per_event_decay_ignores_the_sampling_interval() -> None:
@@ -63,10 +68,7 @@ def test_per_event_decay_ignores_the_sampling_interval() -> None:
     per_event = Evidence(**{**ev.__dict__, "per_event": True, "tau": 5.0})
     res = ev.mean[None] + 6.0
     err = np.array([float(np.square(res).mean())], np.float32)
-    prev = np.array([3.0], np.float32)
-    a = per_event.accumulate(err, res, None, np.array([60.0]), prev, np.array([False]))[0]
-    b = per_event.accumulate(err, res, None, np.array([3600.0]), prev, np.array([False]))[0]
-    assert a[0] == b[0]
+    assert acc(per_event, err, res, 60.0, 3.0) == acc(per_event, err, res, 3600.0, 3.0)
 
 
 def test_round_trip_through_metadata() -> None:

@@ -116,12 +116,10 @@ def test_derived_features_follow_the_stream(spec: FeatureSpec) -> None:
     x = spec.base_matrix([spec.parse(raw()), spec.parse(raw())])
     ts = np.array([100.0, 160.0])
     # First event of a stream: unknown (NaN, normalised to 0 later); second: log1p(60 s).
-    last, med, rec, _ = spec.derive(
-        x[:1], ts[:1], np.zeros(1), np.zeros(1, np.float32), np.zeros(1, np.float32), np.array([False])
-    )
+    st = spec.derive(x[:1], ts[:1], spec.fresh_state(1), np.array([False]))
     assert np.isnan(x[0, spec.dt_col]) and np.isnan(x[0, spec.med_col])
     xr = x[1:]
-    _, _, rec2, _ = spec.derive(xr, ts[1:], last, med, rec, np.array([True]))
+    rec2 = spec.derive(xr, ts[1:], st, np.array([True]))["recent"]
     assert xr[0, spec.dt_col] == pytest.approx(math.log1p(60))
     assert xr[0, spec.med_col] == pytest.approx(0.0)  # same amount as the median so far
     # One previous event 60 s ago, decayed over an hour: log(1 + e^(-60/3600)).
@@ -150,13 +148,12 @@ def test_the_running_median_moves_in_its_columns_own_scale() -> None:
     assert slow.fit_median_step(train) == pytest.approx(step / 10, rel=1e-6)
 
     def events_to_recover(s: FeatureSpec) -> int:
-        med = np.array([86.0], np.float32)
-        last, rec = np.zeros(1), np.zeros(1, np.float32)
+        st = {**s.fresh_state(1), "median": np.array([86.0], np.float32)}
         back = s.parse(orjson.dumps({**GOOD, "current": 30.0}))
         for n in range(1, 2000):
             x = s.base_matrix([back])
-            last, med, rec, _ = s.derive(x, np.array([300.0 * n]), last, med, rec, np.array([True]))
-            if abs(float(med[0]) - 30.0) < 1.0:
+            st = s.derive(x, np.array([300.0 * n]), st, np.array([True]))
+            if abs(float(st["median"][0]) - 30.0) < 1.0:
                 return n
         return 2000
 
@@ -175,14 +172,11 @@ def test_novelty_flags_a_value_new_to_the_stream() -> None:
     evs = [spec.parse(raw(country=c, merchant_id="m1")) for c in ("US", "US", "FR", "US")]
     x = spec.base_matrix(evs)
     marks = spec.marks(evs)
-    last, med, rec = np.zeros(1), np.zeros(1, np.float32), np.zeros(1, np.float32)
-    known = np.zeros((1, spec.sketch_words), np.uint64)
+    st = spec.fresh_state(1)
     flags = []
     for i in range(4):
         xr = x[i : i + 1]
-        last, med, rec, known = spec.derive(
-            xr, np.array([100.0 + i]), last, med, rec, np.array([i > 0]), marks[i : i + 1], known
-        )
+        st = spec.derive(xr, np.array([100.0 + i]), st, np.array([i > 0]), marks[i : i + 1])
         flags.append(xr[0, spec.new_col : spec.new_col + 2].tolist())
     # First event: unknown (NaN); then US seen, FR new, US seen again; the merchant never changes.
     assert np.isnan(flags[0]).all()
@@ -208,13 +202,32 @@ def test_novelty_sketch_false_positive_rate_is_within_its_design() -> None:
         evs = [spec.parse(raw(merchant_id=f"m{t}-{k}")) for k in range(m + 1)]
         x = spec.base_matrix(evs)
         marks = spec.marks(evs)
-        known = np.zeros((1, spec.sketch_words), np.uint64)
-        last, med, rec = np.zeros(1), np.zeros(1, np.float32), np.zeros(1, np.float32)
+        st = spec.fresh_state(1)
         for i in range(m + 1):
             xr = x[i : i + 1]
-            last, med, rec, known = spec.derive(
-                xr, np.array([100.0 + i]), last, med, rec, np.array([i > 0]), marks[i : i + 1], known
-            )
+            st = spec.derive(xr, np.array([100.0 + i]), st, np.array([i > 0]), marks[i : i + 1])
         false_pos += xr[0, spec.new_col] == 0.0  # the (m+1)-th value is new, flagged as seen?
     design = (1 - np.exp(-2 * m / 256)) ** 2
     assert false_pos / trials < 2.5 * design + 0.01
+
+
+def test_stream_z_scores_are_against_the_streams_own_history() -> None:
+    """A card that always spends ~100 and one that spends ~10: the same 100 is ordinary for the
+    first and 10+ sd out for the second; one outlier moves the statistics only as far as 4 sd."""
+    spec = random_embeddings(FeatureSpec(FeaturesConfig()), 5)
+    rng = np.random.default_rng(0)
+    zs = {}
+    for level in (100.0, 10.0):
+        st = spec.fresh_state(1)
+        for i, v in enumerate(level * np.exp(0.1 * rng.standard_normal(40))):
+            x = spec.base_matrix([spec.parse(raw(amount=float(v)))])
+            st = spec.derive(x, np.array([100.0 * i]), st, np.array([i > 0]))
+            if i == 1:
+                assert np.isnan(x[0, spec.z_col])  # too little history yet
+        x = spec.base_matrix([spec.parse(raw(amount=100.0))])
+        before = st["mean"].copy()
+        st = spec.derive(x, np.array([1e4]), st, np.array([True]))
+        zs[level] = float(x[0, spec.z_col])
+        assert abs(float(st["mean"][0, 0] - before[0, 0])) <= 4 * np.sqrt(float(st["var"][0, 0])) / 10 + 1e-3
+    assert abs(zs[100.0]) < 3 < 10 < zs[10.0]
+    assert spec.names[spec.z_col] == "amount_stream_z"
