@@ -81,31 +81,7 @@ def markdown(r: dict[str, Any]) -> str:
             "",
         ]
     if q := r.get("quality"):
-        lines += [
-            "## Detection quality (`detector evaluate`, held-out simulated data)",
-            "",
-            "| data | events | PR-AUC LSTM / HST | incident recall LSTM / HST | false alerts per 10k LSTM / HST "
-            "| mean delay (events) LSTM / HST |",
-            "|---|---|---|---|---|---|",
-        ]
-        for row in q["rows"]:
-            a, b = row["lstm"], row["river_hst"]
-
-            def pair(k: str, a: dict[str, Any] = a, b: dict[str, Any] = b) -> str:
-                f = lambda v: "-" if v is None or v != v else f"{v:.3g}"  # noqa: E731
-                return f"{f(a[k])} / {f(b[k])}"
-
-            lines.append(
-                f"| {row['data']} | {row['events']:,} | {pair('pr_auc')} | {pair('incident_recall')} "
-                f"| {pair('false_alerts_per_10k')} | {pair('mean_delay_events')} |"
-            )
-        lines += [
-            "",
-            "Cards: one model trained on the default scenario, tested on each scenario with another seed. "
-            "HST: River HalfSpaceTrees, default parameters, its threshold an oracle quantile of this file.",
-            "",
-        ]
-        lines += _by_type(q["rows"])
+        lines += quality_table(q["rows"])
     return "\n".join(lines) + "\n"
 
 
@@ -205,3 +181,34 @@ def _e2e(e: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def quality_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Per data set: the LSTM beside every baseline, same training data and target rate, with the
+    paired bootstrap interval of the PR-AUC difference over streams (a tie when it straddles 0)."""
+    lines = [
+        "## Detection quality (held-out simulated data; `python -m bench --only quality`)",
+        "",
+        "Cards: one model trained on the default scenario (2,000 cards, seed 101), tested on other seeds of "
+        "it and on config/scenarios/shifted.yaml (other countries, amounts x20, busier cards, honest ATM use, "
+        "three fraud kinds the training world lacks). Every baseline is fitted on the same normal training "
+        "events over the same causal per-card aggregate features and thresholded at the same target rate on "
+        "held-out training cards. Metrics: each series trained on its own first 15%, scored causally.",
+        "",
+        "| data | detector | PR-AUC | incident recall | false alerts / 10k | PR-AUC LSTM - it (95% CI over streams) |",
+        "|---|---|---|---|---|---|",
+    ]
+    f = lambda v: "-" if v is None or v != v else f"{v:.3f}"  # noqa: E731
+    for row in rows:
+        for name, m in row["models"].items():
+            d = m.get("lstm_minus")
+            if d:
+                verdict = "tie" if d[1] <= 0 <= d[2] else ("LSTM better" if d[0] > 0 else "baseline better")
+                diff = f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] {verdict}"
+            else:
+                diff = ""
+            lines.append(
+                f"| {row['data']} | {name} | {f(m['pr_auc'])} | {f(m['incident_recall'])} "
+                f"| {m['false_alerts_per_10k']:.2f} | {diff} |"
+            )
+    return [*lines, "", *_by_type(rows)]

@@ -143,8 +143,10 @@ class FeaturesConfig(_Section):
     # One hour: card-testing and velocity bursts happen within minutes to an hour.
     recent_events_window_seconds: float = Field(3600.0, ge=0)
     # Per stream: log(1 + decayed count of its previous events) over a day (this time constant;
-    # 0 = off): a card's daily rhythm, against which an hour's burst stands out.
-    day_events_window_seconds: float = Field(86400.0, ge=0)
+    # 0 = off). Off by default: on the default scenario (2,000 training cards, test seed 303) it
+    # lowered PR-AUC 0.641 -> 0.600 and raised false alerts 1.14 -> 2.59 per 10k (shifted world:
+    # 0.342 -> 0.330, 17 -> 28).
+    day_events_window_seconds: float = Field(0.0, ge=0)
     # Per stream: each numeric field's z-score against the stream's own mean and variance, which
     # decay over about this many events (0 = off); a value past 4 sd moves them only as far as
     # 4 sd would, so one outlier does not hide the next. NaN (unknown) for a stream's first 3 events.

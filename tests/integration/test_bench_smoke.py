@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from detector.baselines.models import BASELINES
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -30,15 +32,19 @@ def test_bench_smoke_writes_json_and_markdown(tmp_path: Path) -> None:
     bounded = data["memory"]["cases"][-1]
     assert bounded["streams_held"] == bounded["max_streams"] < bounded["streams_seen"]
     assert bounded["evictions"] == bounded["streams_seen"] - bounded["max_streams"]
-    variant = "novelty + per-feature weights"
-    assert {r["data"] for r in data["quality"]["rows"]} == {
-        "cards, easy",
-        "cards, default",
-        "cards, hard",
-        f"cards, default, {variant}",
-        f"cards, hard, {variant}",
-        "sensors",
+    rows = {r["data"]: r for r in data["quality"]["rows"]}
+    assert set(rows) == {
+        "cards, default (seed 303)",
+        "cards, shifted (seed 404)",
+        "metrics, 4 series x 7 days (seed 11), each trained on its first 15%",
     }
+    for name, row in rows.items():  # every baseline beside the LSTM, with its paired interval
+        models = row["models"]
+        expected = {"lstm", "zscore"} if name.startswith("metrics") else {"lstm", "lstm, budget 2/10k", *BASELINES}
+        assert set(models) == expected
+        for m in expected - {"lstm", "lstm, budget 2/10k"}:
+            lo, hi = models[m]["lstm_minus"][1:]
+            assert lo <= hi
     md = (tmp_path / "benchmarks-smoke.md").read_text()
     for section in ("Scoring core", "End to end", "Memory per stream", "Detection quality"):
         assert section in md

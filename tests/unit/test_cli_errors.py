@@ -179,3 +179,14 @@ def test_evaluating_unlabelled_events_is_bad_input(
     data.write_text(_events(3, 5).replace(', "label": 0', ""))
     rc, err = run(capsys, "evaluate", "--model", str(model_dir), "--data", str(data))
     assert (rc, err) == (2, [f"detector: {data}: events lack the 'label' field; evaluation needs labelled data"])
+
+
+def test_a_baseline_whose_extra_is_missing_names_the_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model_dir: Path, test_file: Path
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyod", None)  # as if `pip install 'detector[baselines]'` never ran
+    rc, err = run(capsys, "evaluate", "--model", str(model_dir), "--data", str(test_file), "--baseline", "copod")
+    assert rc == 2
+    assert len(err) == 1 and "pyod" in err[0] and "'baselines' extra" in err[0]
