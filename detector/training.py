@@ -15,23 +15,22 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from detector.calibration import calibrate_threshold
 from detector.config import Settings
-from detector.dataset import Dataset, featurize, load_events, score_events
+from detector.dataset import Dataset, featurize, load_events
 from detector.embedding import bucket_labels, fit_embeddings
 from detector.evidence import Evidence, fit_evidence
 from detector.exceptions import DataError
 from detector.features import FeatureSpec
+from detector.holdout import held_out_events, held_out_groups, split_data
 from detector.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
 from detector.profile import Profile, fit_profile
 from detector.scoring import BatchScores, LstmWeights, Normalizer, StreamingScorer, table_for
-from detector.surprise import null_evidence_quantile
-from detector.threshold import Threshold, calibrate
 from simulators.output import writable_dir
 
 # Floor on a feature's mean squared error (normalised units) when weighting errors: at most 10x.
@@ -165,39 +164,6 @@ class _Trainer:
         return total / max(count, 1.0)
 
 
-@dataclass(frozen=True)
-class Split:
-    """Row indices of the training, early-stopping and calibration data. Held-out parts are
-    (rows to run through the model, first row that counts): whole held-out streams count from 0;
-    a time split runs a stream from its start and counts only its later part."""
-
-    train: list[np.ndarray]
-    val: list[tuple[np.ndarray, int]]
-    cal: list[tuple[np.ndarray, int]]
-    kind: str  # "streams" or "time"
-
-
-def split_data(ds: Dataset, frac: float, seed: int, min_streams: int) -> Split:
-    """Whole streams held out (seeded) when there are at least `min_streams`; otherwise each
-    stream split in time: its first 1 - frac for training, then half of the rest for early
-    stopping and the last half for calibration."""
-    streams = list(ds.streams().values())
-    if len(streams) >= min_streams:
-        perm = np.random.default_rng(seed).permutation(len(streams))
-        n_hold = max(2, int(len(streams) * frac))
-        hold = [streams[i] for i in perm[:n_hold]]
-        train = [streams[i] for i in perm[n_hold:]]
-        return Split(train, [(r, 0) for r in hold[: n_hold // 2]], [(r, 0) for r in hold[n_hold // 2 :]], "streams")
-    train, val, cal = [], [], []
-    for rows in streams:
-        a = int(len(rows) * (1.0 - frac))
-        b = a + (len(rows) - a) // 2
-        train.append(rows[:a])
-        val.append((rows[:b], a))
-        cal.append((rows, b))
-    return Split(train, val, cal, "time")
-
-
 def _fingerprint(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -276,7 +242,7 @@ def train_from_file(
     rng = np.random.default_rng(seed)
     history: list[tuple[float, float]] = []
     best, best_weights, best_init, waited = np.inf, model.get_weights(), trainer.initial_state(), 0
-    val_groups, val_starts = _held_out_groups(z, split.val, mc.batch_size)
+    val_groups, val_starts = held_out_groups(z, split.val, mc.batch_size)
     train_seqs = [z[r] for r in split.train if len(r)]
     passes = _passes(train_seqs, mc.batch_size, mc.chunk_length, mc.min_steps, epochs)
     if passes > 1:
@@ -300,7 +266,7 @@ def train_from_file(
     model.set_weights(best_weights)
     weights = weights_of(model, best_init)
     error_weights = None
-    val_events, val_mask = _held_out_events(ds, split.val)
+    val_events, val_mask = held_out_events(ds, split.val)
     if mc.error_weighting == "per_feature":
         error_weights = fit_error_weights(weights, norm, spec, settings, val_events, val_mask)
     evidence = None
@@ -313,7 +279,7 @@ def train_from_file(
         evidence = fit_stream_evidence(held_out, val_mask, spec.n_features, mc, profile, constant)
         if evidence is None:
             log("evidence off: too few held-out events to fit it (the score is each event's error)")
-    cal_events, cal_mask = _held_out_events(ds, split.cal)
+    cal_events, cal_mask = held_out_events(ds, split.cal)
     threshold = calibrate_threshold(weights, norm, spec, settings, cal_events, cal_mask, error_weights, evidence, seed)
     log(f"threshold {threshold.value:.4f} ({threshold.method}, {threshold.n_calibration} calibration events)")
     meta = make_metadata(
@@ -378,105 +344,6 @@ def _passes(seqs: list[np.ndarray], batch: int, chunk: int, min_steps: int, epoc
     lengths = sorted(len(q) for q in seqs)
     steps = sum(-(-max(lengths[k : k + batch]) // chunk) for k in range(0, len(lengths), batch))
     return max(1, -(-min_steps // max(steps * epochs, 1)))
-
-
-def _held_out_groups(
-    z: np.ndarray, parts: list[tuple[np.ndarray, int]], batch: int
-) -> tuple[list[list[np.ndarray]], list[list[int]]]:
-    """Early-stopping batches (by similar length) and each sequence's first counted row."""
-    order = sorted(range(len(parts)), key=lambda i: len(parts[i][0]))
-    groups, starts = [], []
-    for k in range(0, len(order), batch):
-        idx = order[k : k + batch]
-        groups.append([z[parts[i][0]] for i in idx])
-        starts.append([parts[i][1] for i in idx])
-    return groups, starts
-
-
-def _held_out_events(ds: Dataset, parts: list[tuple[np.ndarray, int]]) -> tuple[list[Any], np.ndarray]:
-    """The events to run for held-out parts, in time order, and which of them count."""
-    rows = np.concatenate([r for r, _ in parts])
-    counts = np.concatenate([np.arange(len(r)) >= k for r, k in parts])
-    ts = np.array([ds.events[i].ts for i in rows])
-    order = np.lexsort((rows, ts))
-    return [ds.events[i] for i in rows[order]], counts[order]
-
-
-def calibrate_threshold(
-    weights: LstmWeights,
-    norm: Normalizer,
-    spec: FeatureSpec,
-    settings: Settings,
-    events: list[Any],
-    counted: np.ndarray,
-    error_weights: np.ndarray | None,
-    evidence: Evidence | None,
-    seed: int,
-) -> Threshold:
-    """The threshold for the target false-alarm rate, by the method the calibration size supports:
-    the empirical quantile with at least 10 / rate events; peaks-over-threshold with at least
-    POT_MIN_EVENTS; below that, with calibrated evidence, the quantile of the evidence that
-    calibrated surprises would build up over the calibration streams' own spacing (simulated);
-    otherwise refused (DataError, one line)."""
-    mc = settings.model
-    r = score_events(
-        events,
-        weights,
-        norm,
-        spec,
-        mc.window,
-        mc.warmup_events,
-        mc.prediction_weight,
-        threshold=np.inf,
-        error_weights=error_weights,
-        evidence=evidence,
-    )
-    keep = counted & ~r.warming
-    scores = r.score[keep]
-    rate = mc.target_false_alarm_rate
-    n = len(scores)
-    if evidence is not None and evidence.likelihood is not None:
-        # The likelihood's score is -ln of a normal tail probability: the target rate's level,
-        # or the calibration set's own quantile where it is large enough and says more.
-        value = -float(np.log(rate))
-        if n * rate >= 10:
-            value = max(value, float(np.quantile(scores, 1 - rate)))
-        return Threshold(value, max(value, -float(np.log(rate / 10))), "likelihood (normal tail)", rate, n)
-    if n < MIN_CALIBRATION_EVENTS:
-        raise DataError(
-            f"{n} calibration events past the warm-up; a threshold needs at least {MIN_CALIBRATION_EVENTS} "
-            "(more training data, or a larger model.validation_split)"
-        )
-    if n * rate >= 10:
-        return calibrate(scores, rate, "quantile", mc.critical_multiplier)
-    if n >= POT_MIN_EVENTS and mc.threshold_method == "pot":
-        th = calibrate(scores, rate, "pot", mc.critical_multiplier)
-        if th.method == "pot":
-            return th
-    if evidence is None:
-        raise DataError(
-            f"model.target_false_alarm_rate {rate:g} cannot be supported by {n} calibration events without evidence "
-            f"(model.evidence_seconds 0): the empirical quantile needs {int(np.ceil(10 / rate))} events"
-        )
-    stream_elapsed = _elapsed_by_stream(events, keep)
-    value = null_evidence_quantile(stream_elapsed, evidence.tau, evidence.per_event, evidence.allowance, rate, seed)
-    crit = null_evidence_quantile(stream_elapsed, evidence.tau, evidence.per_event, evidence.allowance, rate / 10, seed)
-    return Threshold(value, max(crit, value), "null-simulation", rate, n)
-
-
-# Below this many calibration events, no threshold (every method would rest on a handful of points).
-MIN_CALIBRATION_EVENTS = 20
-# Peaks-over-threshold needs about 30 excesses over the 98th percentile.
-POT_MIN_EVENTS = 1500
-
-
-def _elapsed_by_stream(events: list[Any], keep: np.ndarray) -> list[np.ndarray]:
-    """Per stream, the seconds between its counted calibration events (the first: a huge gap)."""
-    by: dict[str, list[float]] = {}
-    for e, k in zip(events, keep, strict=True):
-        if k:
-            by.setdefault(e.stream_id, []).append(e.ts)
-    return [np.diff(np.asarray(t), prepend=-np.inf) for t in by.values()]
 
 
 def fit_stream_evidence(
