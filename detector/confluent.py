@@ -264,6 +264,13 @@ class ConfluentSink:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._producer is not None:
             self._producer.flush(5)
+            # What is still unsent after the flush is dropped (its offsets were never committed, so
+            # it is re-sent after a restart), then the client is destroyed now: left to the garbage
+            # collector, a producer whose broker has gone kept reconnecting and logging to the
+            # process's stderr long after the daemon stopped (seen in a test run's later tests).
+            self._producer.purge()
+            self._producer.close()
+            self._producer = None
 
 
 def read_partition(cfg: KafkaConfig, partition: int, timeout_s: float) -> Iterator[tuple[str, bytes | None]]:
