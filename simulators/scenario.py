@@ -6,7 +6,7 @@ scenario = load_scenario("config/scenarios/default.yaml")
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -26,17 +26,8 @@ FraudType = Literal[
 # The first six are the training world's; the last three exist only in shifted worlds
 # (config/scenarios/shifted.yaml): card-not-present purchases abroad interleaved with the owner's
 # own shopping at home, new online merchants in the card's usual categories, amounts that double.
-FRAUD_TYPES: tuple[FraudType, ...] = (
-    "card_testing",
-    "account_takeover",
-    "velocity",
-    "impossible_travel",
-    "dormant_reactivation",
-    "drift",
-    "interleaved_cnp",
-    "merchant_spree",
-    "amount_doubling",
-)
+# The order is the simulator's (a fraud type's index is its code): it follows the Literal above.
+FRAUD_TYPES: tuple[FraudType, ...] = get_args(FraudType)
 BASE_TYPES = FRAUD_TYPES[:6]
 
 
