@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 KAFKA_JAR := .cache/kafka/lib/kafka_2.13-4.3.1.jar
 export PYTHONHASHSEED := 0
-# NumPy's small matmuls in the scorer are fastest on one BLAS thread (notes/prototype-measurements.md).
+# NumPy's small matmuls in the scorer are fastest on one BLAS thread (measured on this 2-core machine kind:
+# more threads only add handoffs at these sizes; detector/runtime.py sets the same default).
 export OPENBLAS_NUM_THREADS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 

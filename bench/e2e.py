@@ -310,7 +310,7 @@ def _latency(
     lead_s = LEAD_S if lead_s is None else lead_s
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    from detector.features import parse_timestamp
+    from detector.core.features import parse_timestamp
 
     tag = uuid.uuid4().hex[:6]
     topic = f"lat-{tag}"
@@ -532,7 +532,7 @@ def _look_up_unalerted(
     fresh reader from the beginning, against where the live reader stopped (diagnosis only)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from detector.features import parse_timestamp
+    from detector.core.features import parse_timestamp
 
     ends = {p: live.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] for p in parts}
     print("alerts topic end offsets now:", ends)
@@ -619,7 +619,7 @@ def _restart(base: Settings, bootstrap: str, model: Path, tmp: Path, streams: in
 
 
 def _model(base: Settings, tmp: Path, smoke: bool) -> Path:
-    from detector.training import train_from_file
+    from detector.offline.training import train_from_file
     from simulators.output import write_jsonl
 
     data = tmp / "train.jsonl"
@@ -642,11 +642,11 @@ def _scale_out(
     from kafka.admin import KafkaAdminClient
 
     from detector.config import KafkaConfig
-    from detector.kafka_client import ensure_topics
+    from detector.kafka.factory import client_for
 
     tag = uuid.uuid4().hex[:6]
     topic = f"scale-{tag}"
-    ensure_topics(KafkaConfig(bootstrap_servers=bootstrap, partitions=8), [topic])
+    client_for(KafkaConfig(bootstrap_servers=bootstrap, partitions=8)).admin().ensure_topics([topic])
     _produce(bootstrap, topic, lines, "confluent")
     d = _settings(base, bootstrap, topic, model, tag, client).model_dump()
     d["state"]["checkpoint_interval_seconds"] = 1.0  # fine-grained commits: the clock of this measure

@@ -28,9 +28,10 @@ def rss_kb() -> int:
 def case(streams: int, max_streams: int) -> dict[str, Any]:
     from bench.scoring import events, random_embeddings, random_weights
     from detector.config import Settings
-    from detector.features import FeatureSpec
-    from detector.scoring import Normalizer, StreamingScorer, table_for
-    from detector.state import _FIELDS
+    from detector.core.features import FeatureSpec
+    from detector.core.scorer import lstm_scorer
+    from detector.core.scoring import Normalizer
+    from detector.core.state import _FIELDS
 
     s = Settings()
     spec = random_embeddings(FeatureSpec.from_config(s.features), 5)
@@ -38,14 +39,15 @@ def case(streams: int, max_streams: int) -> dict[str, Any]:
     batch = min(2000, max_streams)  # the daemon's default max_poll_records; a batch must fit the table
     evs = events(spec, batch, 1, 3)  # one batch of parsed events, re-labelled with new stream ids below
     wts = random_weights(f, u, w, 1)
-    table = table_for(spec, max_streams, u, w)
-    sc = StreamingScorer(wts, Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32)), spec, table, w, 3, 0.5)
+    norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
+    sc = lstm_scorer(wts, norm, spec, w, 3, max_streams, 0.5)
+    table = sc.table
     base = rss_kb()
     for k in range(0, streams, batch):
         n = min(batch, streams - k)
         for i in range(n):
             object.__setattr__(evs[i], "stream_id", f"card-{k + i:09d}")
-        sc.score_batch(evs[:n], 0.0)
+        sc.score_many(evs[:n], 0.0)
     held = len(table)
     grown = rss_kb() - base
     arrays = sum(getattr(table, name).nbytes for name in _FIELDS) // max(table.capacity, 1)

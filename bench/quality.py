@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from detector.baselines.compare import baseline_scores, paired_bootstrap
-from detector.baselines.models import BASELINES
 from detector.config import Settings, load_config
-from detector.dataset import load_events
-from detector.evaluate import evaluate
-from detector.offline import evaluate_file, score_dataset
-from detector.training import train_from_file
+from detector.core.scorer import is_alert
+from detector.offline.baselines.compare import baseline_scores, paired_bootstrap
+from detector.offline.baselines.models import BASELINES
+from detector.offline.dataset import load_events
+from detector.offline.evaluate import evaluate_file, score_dataset
+from detector.offline.measures import evaluate
+from detector.offline.training import train_from_file
 from simulators.cli import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +56,7 @@ def _cards_row(name: str, cards: Settings, model: Path, train: Path, test: Path,
     models["lstm, budget 2/10k"] = {k: b_rep[k] for k in KEYS}
     for b in baselines:
         s, th, _ = baseline_scores(b, ds_spec(art), normal_train, ds.events, art.threshold.target_rate, 7)
-        m = evaluate(s, s > th, labels, incidents, streams, ts)
+        m = evaluate(s, is_alert(s, np.zeros(len(s), bool), th), labels, incidents, streams, ts)
         d, lo, hi = paired_bootstrap(labels, scores, s, streams, seed=7)
         models[b] = {**{k: m[k] for k in KEYS}, "lstm_minus": [d, lo, hi]}
         print(f"    {b:<10} PR-AUC {m['pr_auc']:.3f}  LSTM - it {d:+.3f} [{lo:+.3f}, {hi:+.3f}]", flush=True)
@@ -65,7 +66,7 @@ def _cards_row(name: str, cards: Settings, model: Path, train: Path, test: Path,
 
 
 def ds_spec(art: Any) -> Any:
-    from detector.offline import model_spec
+    from detector.offline.evaluate import model_spec
 
     return art.bind(model_spec(art))
 
@@ -96,7 +97,7 @@ def _metrics_row(
         tr = load_events(train, ds_spec(art)).events
         z, zth, _ = baseline_scores("zscore", ds_spec(art), tr, ds.events, art.threshold.target_rate, 7)
         parts["z"].append(z / zth)
-        parts["z_alert"].append(z > zth)
+        parts["z_alert"].append(is_alert(z, np.zeros(len(z), bool), zth))
         parts["labels"].append(ds.labels())
         parts["inc"] += ds.field("incident_id")
         parts["sid"] += [sid] * len(ds.events)

@@ -21,10 +21,11 @@ import orjson
 
 from bench.common import rate, repeat
 from detector.config import Settings
-from detector.evidence import Evidence, fit_evidence
-from detector.features import FeatureSpec, ParsedEvent
-from detector.profile import fit_profile
-from detector.scoring import LstmWeights, Normalizer, StreamingScorer, table_for
+from detector.core.evidence import Evidence, fit_evidence
+from detector.core.features import FeatureSpec, ParsedEvent
+from detector.core.profile import fit_profile
+from detector.core.scorer import lstm_scorer
+from detector.core.scoring import LstmWeights, Normalizer
 
 
 def events(spec: FeatureSpec, n: int, streams: int, seed: int) -> list[ParsedEvent]:
@@ -105,11 +106,12 @@ def ours(spec: FeatureSpec, evs: list[ParsedEvent], streams: int, batch: int, re
     f, u, w = spec.n_features, 32, 16
     wts = random_weights(f, u, w, 1)
     norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
-    table = table_for(spec, max(streams, batch), u, w)
-    sc = StreamingScorer(wts, norm, spec, table, w, 3, 0.5, explain_above=np.inf, evidence=random_evidence(spec, 2))
+    sc = lstm_scorer(
+        wts, norm, spec, w, 3, max(streams, batch), 0.5, explain_above=np.inf, evidence=random_evidence(spec, 2)
+    )
     warm = events(spec, streams * w, streams, 99)  # steady state: every stream already has W events
     for k in range(0, len(warm), 4096):
-        sc.score_batch(warm[k : k + 4096], 0.0)
+        sc.score_many(warm[k : k + 4096], 0.0)
     del warm  # 160,000-1,600,000 parsed events: not left for the cyclic collector to walk while timed
     gc.collect()
     run = evs[:cap]
@@ -119,7 +121,7 @@ def ours(spec: FeatureSpec, evs: list[ParsedEvent], streams: int, batch: int, re
         # of fresh arrays alive per repetition: new pages for every batch; 253,000 ev/s against
         # 358,000 dropped, measured side by side at 10,000 streams, batch 1,024).
         for k in range(0, len(run), batch):
-            sc.score_batch(run[k : k + batch], 0.0)
+            sc.score_many(run[k : k + batch], 0.0)
 
     def once() -> float:
         return rate(len(run), go)

@@ -105,7 +105,7 @@ class NumericFeature(_Section):
 class CategoricalFeature(_Section):
     """A text field hashed (crc32) into `buckets`. `embedding` 0: one 0/1 column per bucket.
     `embedding` d > 0: d dense columns, the bucket's row of an embedding table learned from the
-    training streams (see detector.embedding), for fields with many values (merchant ids)."""
+    training streams (see detector.core.embedding), for fields with many values (merchant ids)."""
 
     name: str
     buckets: int = Field(..., ge=2, le=4096)
@@ -207,7 +207,7 @@ class ModelConfig(_Section):
     # the README's quality table. none: every normalised feature counts the same.
     error_weighting: Literal["none", "per_feature"] = "none"
     # Score = the stream's evidence: its recent surprises added up, decaying with this time
-    # constant (detector.evidence), so a burst of mildly odd events alerts where one would not.
+    # constant (detector.core.evidence), so a burst of mildly odd events alerts where one would not.
     # 0: the score is each event's own error. Chosen with `detector evaluate` (cards, validation
     # seed: PR-AUC 0.445 -> 0.60 and incident recall 0.51 -> 0.73 at 1800 s; 900 s and 3600 s
     # within 0.01 of it).
@@ -217,7 +217,7 @@ class ModelConfig(_Section):
     # nothing and a decay in seconds would tie the score's scale to the sampling interval.
     evidence_per_event: bool = False
     # Score = how unusual the stream's recent surprises (their mean over `evidence_seconds`
-    # events) are against its own long run over about this many events (detector.likelihood),
+    # events) are against its own long run over about this many events (detector.core.likelihood),
     # instead of their decayed sum; 0 = off. For metric series whose behaviour moves beyond what
     # their first weeks showed. Needs evidence_per_event.
     likelihood_events: float = Field(0.0, ge=0)
@@ -253,7 +253,7 @@ class AlertsConfig(_Section):
     cooldown_seconds: float = Field(0.0, ge=0)
     # At most this many alerts per 10,000 scored events (off: null): the effective threshold rises
     # above the calibrated one when live traffic would exceed it, and never falls below it
-    # (detector.budget). Analysts have a capacity; a threshold calibrated on last month does not.
+    # (detector.core.budget). Analysts have a capacity; a threshold calibrated on last month does not.
     budget_per_10k: float | None = Field(None, gt=0, le=10_000)
     passthrough_fields: tuple[str, ...] = ("amount", "merchant_id", "country", "channel")
 
@@ -289,7 +289,7 @@ class RuntimeConfig(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     shutdown_timeout_seconds: float = Field(20.0, gt=0)
-    # 1 MiB: far above a real event (~250 bytes) and far below Kafka's default 1 MiB message cap.
+    # 64 KiB: far above a real event (~250 bytes) and far below Kafka's default 1 MiB message cap.
     max_event_bytes: int = Field(65536, ge=64)
     # Events stamped more than this far from now are dead-lettered as clock errors.
     max_future_seconds: float = Field(3600.0, ge=0)

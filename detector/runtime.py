@@ -3,7 +3,8 @@
     tune_process()   # first thing in `detector` (and in `python -m bench`)
 
 * One BLAS thread: the scorer's small matmuls ran 3-30x slower with two OpenBLAS threads on a
-  2-core machine (notes/prototype-measurements.md). A value already in the environment wins.
+  2-core machine (measured when the scorer was written; `python -m bench --only scoring` runs
+  with one). A value already in the environment wins.
 * Freed batch buffers stay in the heap: glibc serves allocations over its mmap threshold (128 KiB
   at first, raised only by frees) with fresh pages, so each batch's 1.5 MB temporaries (the
   decoder output of 1,024 events) were page-faulted in anew: 162,000 minor faults against 72,000

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import orjson
 
-from detector.backend import make_sink
 from detector.config import KafkaConfig
+from detector.core.features import parse_timestamp
 from detector.exceptions import DetectorError
-from detector.features import parse_timestamp
-from detector.sink import DeliveryFailed
+from detector.kafka.base import DeliveryFailed
+from detector.kafka.factory import client_for
 from simulators.output import read_jsonl
 
 # Print progress at most this often: readable, and cheap next to the sends.
@@ -70,7 +70,7 @@ def replay(
     with contextlib.ExitStack() as stack:
         try:
             # 20 ms linger, 256 KiB batches: replay is about throughput, not the latency of one event.
-            producer = stack.enter_context(make_sink(cfg, linger_ms=20, batch_bytes=256 * 1024))
+            producer = stack.enter_context(client_for(cfg).sink(linger_ms=20, batch_bytes=256 * 1024))
         except Exception as exc:  # noqa: BLE001 - each client has its own connection errors
             why = f"{type(exc).__name__}: {exc}"
             raise DetectorError(f"replay: cannot connect to {cfg.bootstrap_servers} ({why})") from None

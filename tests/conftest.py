@@ -50,7 +50,7 @@ def small_settings(default_settings: Settings) -> Settings:
 
 @pytest.fixture(scope="session")
 def model_dir(small_settings: Settings, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from detector.training import train_from_file
+    from detector.offline.training import train_from_file
 
     out = tmp_path_factory.mktemp("model") / "m"
     train_from_file(small_settings, train_file, out, log=lambda _m: None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -47,3 +47,31 @@ def free_port(pairs: int = 1) -> int:
         if ok:
             return p
     raise RuntimeError("no free port pair")
+
+
+def lstm_scored(
+    art: Any,
+    spec: Any,
+    events: list[Any],
+    warmup: int,
+    threshold: float,
+    batch: int = 4096,
+    error_weights: Any = None,
+    evidence: Any = None,
+) -> Any:
+    """`score_events` through the one LSTM scorer factory, on a table that holds every stream."""
+    from detector.core.scorer import lstm_scorer
+    from detector.offline.dataset import score_events, stream_count
+
+    sc = lstm_scorer(
+        art.weights,
+        art.norm,
+        spec,
+        art.window,
+        warmup,
+        stream_count(events),
+        art.prediction_weight,
+        error_weights=error_weights,
+        evidence=evidence,
+    )
+    return score_events(events, sc, threshold, batch=batch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from detector.features import parse_timestamp
+from detector.core.features import parse_timestamp
 
 
 def with_blatant(lines: list[bytes], n: int = 20) -> list[bytes]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.baselines.models import BASELINES
+from detector.offline.baselines.models import BASELINES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

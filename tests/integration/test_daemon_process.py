@@ -88,7 +88,10 @@ def test_bad_config_stops_startup_with_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("kafka:\n  poll_timeout_ms: soon\n")
     r = subprocess.run(
-        [sys.executable, "-m", "detector.cli", "run", "--config", str(path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "detector.cli", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 2
     assert r.stderr.strip().startswith("config error: kafka.poll_timeout_ms")

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from detector.config import Settings
-from detector.offline import score_dataset
+from detector.offline.evaluate import score_dataset
 from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.conftest import Broker

@@ -12,8 +12,8 @@ import jsonschema
 import orjson
 import pytest
 
-from detector.app import Detector
 from detector.config import Settings
+from detector.service.loop import Detector
 from simulators.output import read_jsonl
 from tests.helpers import wait_for
 from tests.integration.kafka_io import committed, end_offsets, produce, read_all
@@ -131,7 +131,7 @@ def test_events_to_alerts_and_dead_letters(broker, names, small_settings, model_
     t = threading.Thread(target=app.run, kwargs={"timeout": 300}, daemon=True)
     t.start()
     try:
-        wait_for(lambda: app.health.ready, 60, "partition assignment")
+        wait_for(lambda: app.ready(), 60, "partition assignment")
         port = app.http_port
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200
         keyed = [(r["stream_id"].encode(), x) for r, x in zip(records, lines, strict=True)]

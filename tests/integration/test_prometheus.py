@@ -16,7 +16,7 @@ import orjson
 import pytest
 import yaml
 
-from detector.app import Detector
+from detector.service.loop import Detector
 from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.anomalies import with_blatant
@@ -150,7 +150,7 @@ def scraped_detector(  # type: ignore[no-untyped-def]
     t = threading.Thread(target=app.run, kwargs={"timeout": 400}, daemon=True)
     t.start()
     try:
-        wait_for(lambda: app.health.ready, 90, "partition assignment")
+        wait_for(lambda: app.ready(), 90, "partition assignment")
         with Prometheus(tmp_path, f"127.0.0.1:{app.http_port}") as prom:
             # The counters' zeros are scraped before the first event: rate() sees every alert.
             wait_for(lambda: prom.query('detector_alerts_total{job="detector"}'), 60, "a first scrape")

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from detector.app import Detector
 from detector.config import Settings
-from detector.training import train_from_file
+from detector.offline.training import train_from_file
+from detector.service.loop import Detector
 from simulators.output import read_jsonl
 from tests.helpers import wait_for
 from tests.integration.kafka_io import produce
@@ -38,7 +38,7 @@ def test_new_version_is_swapped_in_and_a_broken_one_refused(  # type: ignore[no-
     t.start()
     lines = list(read_jsonl(test_file))[:2000]
     try:
-        wait_for(lambda: app.health.ready, 60, "ready")
+        wait_for(lambda: app.ready(), 60, "ready")
         produce(broker.bootstrap, names["input"], [(orjson.loads(x)["stream_id"].encode(), x) for x in lines])
         wait_for(lambda: app.stats.events >= len(lines), 60, "first events")
 

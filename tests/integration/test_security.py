@@ -17,8 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from detector.app import Detector
 from detector.config import Settings
+from detector.service.loop import Detector
 from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.conftest import Broker, require
@@ -119,7 +119,7 @@ def test_daemon_runs_end_to_end_over_sasl_ssl(  # type: ignore[no-untyped-def]
     t = threading.Thread(target=app.run, kwargs={"timeout": 240}, daemon=True)
     t.start()
     try:
-        wait_for(lambda: app.health.ready, 120, "the daemon ready over SASL_SSL")
+        wait_for(lambda: app.ready(), 120, "the daemon ready over SASL_SSL")
         produce(
             secure_broker.plain.bootstrap, names["input"], [(orjson.loads(x)["stream_id"].encode(), x) for x in lines]
         )

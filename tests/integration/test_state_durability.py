@@ -14,9 +14,9 @@ import orjson
 import pytest
 import yaml
 
-from detector.app import Detector
 from detector.config import Settings
-from detector.offline import score_dataset
+from detector.offline.evaluate import score_dataset
+from detector.service.loop import Detector
 from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.kafka_io import all_committed, committed, produce, read_all
@@ -55,7 +55,7 @@ def test_restart_continues_each_streams_state(broker, names, small_settings, mod
 
     b = Detector(s)
     t = run_in_thread(b, timeout=120)
-    wait_for(lambda: b.health.ready, 60, "B ready")
+    wait_for(lambda: b.ready(), 60, "B ready")
     # Ready is set only after the restore: the state of A's streams is already in B's table.
     assert len(b.table) == len({orjson.loads(x)["stream_id"] for x in lines[:half]})
     produce(broker.bootstrap, names["input"], keyed(lines[half:]))
@@ -82,7 +82,7 @@ def test_two_instances_split_partitions_and_state_moves(broker, names, small_set
     b = Detector(s)
     tb = run_in_thread(b, timeout=240)
     wait_for(
-        lambda: b.health.ready and a.health.ready and len(b.table) > 0 and len(a.assigned) < 4,
+        lambda: b.ready() and a.ready() and len(b.table) > 0 and len(a.assigned) < 4,
         90,
         "B to join and restore its partitions",
     )

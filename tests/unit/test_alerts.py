@@ -8,12 +8,12 @@ import numpy as np
 import orjson
 
 from bench.scoring import random_embeddings
-from detector.alerts import AlertPolicy
 from detector.config import FeaturesConfig
-from detector.explain import Explainer
-from detector.features import FeatureSpec
-from detector.scoring import BatchScores
-from detector.threshold import Threshold
+from detector.core.alerts import AlertPolicy
+from detector.core.explain import Explainer
+from detector.core.features import FeatureSpec
+from detector.core.scoring import BatchScores
+from detector.core.threshold import Threshold
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "detector/schemas/alert.schema.json").read_text())
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.budget import STEP, AlertBudget
+from detector.core.budget import STEP, AlertBudget
 
 
 def test_never_below_the_calibrated_threshold() -> None:

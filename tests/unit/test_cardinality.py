@@ -9,8 +9,9 @@ import pytest
 
 from bench.scoring import random_embeddings, random_weights
 from detector.config import FeaturesConfig
-from detector.features import FeatureSpec, ParsedEvent
-from detector.scoring import Normalizer, StreamingScorer, table_for
+from detector.core.features import FeatureSpec, ParsedEvent
+from detector.core.scorer import lstm_scorer
+from detector.core.scoring import Normalizer
 
 pytestmark = pytest.mark.slow
 ATTACK, BOUND, BATCH, LEGIT = 1_000_000, 20_000, 2_000, 20
@@ -30,19 +31,19 @@ def event(stream: str, i: int) -> ParsedEvent:
 def test_a_million_new_ids_cannot_grow_memory_past_the_bound() -> None:
     spec = random_embeddings(FeatureSpec(FeaturesConfig()), 5)
     f, u, w = spec.n_features, 32, 16
-    table = table_for(spec, BOUND, u, w)
     norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
-    scorer = StreamingScorer(random_weights(f, u, w, 1), norm, spec, table, w, 3, 0.5)
+    scorer = lstm_scorer(random_weights(f, u, w, 1), norm, spec, w, 3, BOUND, 0.5)
+    table = scorer.table
     legit = [f"card-{k}" for k in range(LEGIT)]
     # Fill the table to its bound first: the baseline is a full table, as in production.
     for k in range(0, BOUND, BATCH):
-        scorer.score_batch([event(f"warm-{k + j}", j) for j in range(BATCH)], now=0.0)
+        scorer.score_many([event(f"warm-{k + j}", j) for j in range(BATCH)], now=0.0)
     base = rss_mb()
     legit_warming = []
     for k in range(0, ATTACK, BATCH - LEGIT):
         batch = [event(f"attack-{k + j:07d}", k + j) for j in range(BATCH - LEGIT)]
         batch += [event(s, k) for s in legit]
-        scores = scorer.score_batch(batch, now=float(k))
+        scores = scorer.score_many(batch, now=float(k))
         legit_warming.append(bool(scores.warming[-LEGIT:].any()))
         assert np.isfinite(scores.score).all()
     grown = rss_mb() - base

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector import checkpoint
-from detector.checkpoint import decode_into, encode, encode_many, record_size
-from detector.state import DURABLE, StreamTable
+from detector.core import record as checkpoint
+from detector.core.record import decode_into, encode, encode_many, record_size
+from detector.core.state import DURABLE, StreamTable
 
 
 def _random(t: StreamTable, name: str, slots: np.ndarray, rng: np.random.Generator) -> None:
@@ -79,7 +79,7 @@ def test_dirty_tracking_and_partition_drop() -> None:
 
 
 def test_state_written_for_another_input_topic_is_refused() -> None:
-    from detector.checkpoint import source_tag
+    from detector.core.record import source_tag
 
     t, slot = filled_table()
     rec = encode(t, slot, "abcdef123456", source_tag("events"))

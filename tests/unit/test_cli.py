@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.offline import REPORT_KEYS
+from detector.offline.evaluate import REPORT_KEYS
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -58,7 +58,7 @@ def test_score_and_evaluate_offline(model_dir, test_file, tmp_path) -> None:  # 
     # Each fraud type's cost to the ranking: PR-AUC over every event not of that type.
     import numpy as np
 
-    from detector.evaluate import average_precision
+    from detector.offline.measures import average_precision
 
     events = [json.loads(x) for x in test_file.open()]
     scores = np.array([0.0 if x["warming"] else x["score"] for x in lines])
@@ -89,8 +89,8 @@ def test_demo_retrains_a_model_trained_with_other_settings(tmp_path: Path) -> No
     import json
 
     from detector import __version__
+    from detector.cli.demo import _stale
     from detector.config import Settings
-    from detector.demo import _stale
 
     s = Settings()
     assert _stale(tmp_path, s) == "no model there yet"
@@ -106,8 +106,8 @@ def test_demo_retrains_a_model_trained_with_other_settings(tmp_path: Path) -> No
 def test_training_reports_each_batch_to_the_progress_bar(small_settings, train_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import io
 
-    from detector.cli import ProgressBar
-    from detector.training import train_from_file
+    from detector.cli.main import ProgressBar
+    from detector.offline.training import train_from_file
 
     calls: list[tuple[int, int, int, int]] = []
     train_from_file(

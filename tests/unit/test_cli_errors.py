@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.cli import main
+from detector.cli.main import main
 from detector.exceptions import DataError
 from simulators.output import read_jsonl
 

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from detector.config import FeaturesConfig
-from detector.embedding import bucket_labels, co_occurrence, embed, fit_embeddings
-from detector.features import FeatureSpec, ParsedEvent
+from detector.core.embedding import bucket_labels, co_occurrence, embed, fit_embeddings
+from detector.core.features import FeatureSpec, ParsedEvent
 
 
 def _spec() -> FeatureSpec:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.evaluate import average_precision, evaluate, roc_auc
+from detector.offline.measures import average_precision, evaluate, roc_auc
 
 
 def test_perfect_and_inverted_rankings() -> None:
@@ -37,7 +37,7 @@ def test_incident_recall_delay_and_false_alerts() -> None:
 
 
 def test_pr_points_and_timeline_streams() -> None:
-    from detector.plots import Events, pick_streams, pr_points
+    from detector.offline.plots import Events, pick_streams, pr_points
 
     scores = np.array([0.9, 0.8, 0.8, 0.1])
     labels = np.array([1, 0, 1, 0])

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.evidence import ALLOWANCE, Evidence, fit_evidence
-from detector.surprise import fisher
+from detector.core.evidence import ALLOWANCE, Evidence, fit_evidence
+from detector.core.surprise import fisher
 
 
 def fitted(seed: int = 0, n: int = 20_000) -> tuple[Evidence, np.ndarray]:

@@ -8,8 +8,8 @@ import pytest
 
 from bench.scoring import random_embeddings
 from detector.config import FeaturesConfig
+from detector.core.features import FeatureSpec
 from detector.exceptions import InvalidEvent
-from detector.features import FeatureSpec
 
 GOOD = {
     "event_id": "e1",

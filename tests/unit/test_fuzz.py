@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from bench.scoring import random_embeddings
 from detector.config import FeaturesConfig, Settings
+from detector.core.features import FeatureSpec
 from detector.exceptions import INVALID_REASONS, InvalidEvent
-from detector.features import FeatureSpec
 
 SPEC = random_embeddings(FeatureSpec(FeaturesConfig()), 5)
 MAX_BYTES = 65536
@@ -88,48 +88,31 @@ def test_decoder_and_features_only_ever_refuse_with_a_known_reason(raw: bytes) -
 
 @pytest.fixture(scope="module")
 def detector(small_settings: Settings, model_dir: Path) -> Any:
-    from detector.app import Detector
+    from detector.service.loop import Detector
 
     data = small_settings.model_dump()
     data["model"]["path"] = model_dir
     return Detector(Settings(**data))
 
 
-class FakeSink:
-    """Records what the loop sends (unit test of the pure decode step: no Kafka here)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None, dict[str, bytes]]] = []
-
-    def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any = None,
-        partition: Any = None,
-        track: bool = True,
-    ) -> None:
-        self.sent.append((topic, key, value, dict(headers or [])))
-
-
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(st.lists(events(), min_size=1, max_size=20))
-def test_the_loop_dead_letters_every_bad_event_with_its_reason_and_source(detector: Any, batch: list[bytes]) -> None:
-    from detector.outbox import Outbox
-    from detector.source import Record
+def test_intake_dead_letters_every_bad_event_with_its_reason_and_source(detector: Any, batch: list[bytes]) -> None:
+    """Through the daemon's intake (detector.service.intake), as the loop calls it: every record is
+    either an event to score or a dead letter whose headers say why and where it came from."""
+    from detector.kafka.base import Record
+    from detector.service.intake import dead_letter_headers, intake
 
-    sink = FakeSink()
-    detector._outbox = Outbox(sink)
     records = [Record("events", 3, 1000 + i, b"k", raw, 0) for i, raw in enumerate(batch)]
-    good, _parts, offsets, invalid = detector._decode(records, now=1.8e9)
-    assert len(good) + invalid == len(records) == len(good) + len(sink.sent)
-    dlq = {int(h["source_offset"]): (value, h) for _, _, value, h in sink.sent}
+    out = intake(records, detector.spec, detector.settings.runtime, detector.table, now=1.8e9)
+    assert len(out.events) + len(out.dead) == len(records) and out.already_applied == 0
+    dlq = {r.offset: (r.value, dict(dead_letter_headers(r, exc))) for r, exc in out.dead}
     for r in records:
         if r.offset in dlq:
             value, h = dlq[r.offset]
             assert value == r.value  # unchanged
             assert h["reason"].decode() in INVALID_REASONS and h["detail"]
             assert h["source_topic"] == b"events" and h["source_partition"] == b"3"
-    assert set(offsets.tolist()).isdisjoint(dlq)
-    assert all(topic == detector.settings.kafka.dead_letter_topic for topic, *_ in sink.sent)
+            assert int(h["source_offset"]) == r.offset
+    assert set(out.offsets.tolist()).isdisjoint(dlq)
+    assert len(out.offsets) == len(out.events) == len(out.partitions)

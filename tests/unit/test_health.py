@@ -14,8 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from detector.config import ConfigError, load_config
-from detector.health import HealthServer, HealthState
-from detector.metrics import Metrics
+from detector.service.health import HealthServer, HealthState
+from detector.service.metrics import Metrics
 
 
 def get(url: str, auth: tuple[str, str] | None = None, context: ssl.SSLContext | None = None) -> int:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.likelihood import Likelihood
+from detector.core.likelihood import Likelihood
 
 
 def run(lk: Likelihood, s: np.ndarray) -> np.ndarray:

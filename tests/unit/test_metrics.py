@@ -4,7 +4,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from detector.exceptions import INVALID_REASONS
-from detector.metrics import SEVERITIES, Metrics, TopStreams, observe_many
+from detector.service.metrics import SEVERITIES, Metrics, TopStreams, observe_many
 
 
 def test_observe_many_equals_one_observe_per_value() -> None:
@@ -74,7 +74,7 @@ def test_every_label_value_the_code_uses_exists_at_zero_from_the_start() -> None
     import re
     from pathlib import Path
 
-    src = "\n".join(p.read_text() for p in (Path(__file__).parents[2] / "detector").glob("*.py"))
+    src = "\n".join(p.read_text() for p in (Path(__file__).parents[2] / "detector").rglob("*.py"))
     reasons = set(re.findall(r'InvalidEvent\(\s*"([a-z_]+)"', src))
     assert reasons and reasons <= set(INVALID_REASONS)
     r = CollectorRegistry()

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from detector.config import FeaturesConfig, Settings
-from detector.dataset import load_events, score_events
+from detector.core.features import FeatureSpec
 from detector.exceptions import ModelError
-from detector.features import FeatureSpec
-from detector.model import _scoring_of, keras_env, load_artifact, version_of, weights_of
-from detector.training import train_from_file
+from detector.offline.dataset import load_events
+from detector.offline.model import _scoring_of, keras_env, load_artifact, version_of, weights_of
+from detector.offline.training import train_from_file
+from tests.helpers import lstm_scored
 
 
 def _scores(model_dir: Path, settings: Settings, data: Path) -> np.ndarray:
@@ -21,9 +22,7 @@ def _scores(model_dir: Path, settings: Settings, data: Path) -> np.ndarray:
     art = load_artifact(model_dir, spec)
     spec = art.bind(spec)
     ds = load_events(data, spec)
-    return score_events(
-        ds.events[:3000], art.weights, art.norm, spec, art.window, 3, art.prediction_weight, art.threshold.value
-    ).score
+    return lstm_scored(art, spec, ds.events[:3000], 3, art.threshold.value).score
 
 
 def test_artifact_has_model_and_metadata(model_dir: Path, small_settings: Settings) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from detector.outbox import Outbox
-from detector.sink import DeliveryFailed
+from detector.kafka.base import DeliveryFailed
+from detector.service.outbox import Outbox
 
 
 class Future:

@@ -20,19 +20,19 @@ if sys.argv[1] == "tune":
 import numpy as np
 from bench.scoring import events, random_embeddings, random_weights
 from detector.config import Settings
-from detector.features import FeatureSpec
-from detector.scoring import Normalizer, StreamingScorer, table_for
-from detector.state import StreamTable
+from detector.core.features import FeatureSpec
+from detector.core.scorer import lstm_scorer
+from detector.core.scoring import Normalizer
+from detector.core.state import StreamTable
 spec = random_embeddings(FeatureSpec(Settings().features), 5)
 f = spec.n_features
-table = table_for(spec, 2000, 32, 16)
 norm = Normalizer(np.zeros(f, np.float32), np.ones(f, np.float32))
-sc = StreamingScorer(random_weights(f, 32, 16, 1), norm, spec, table, 16, 3, 0.5, explain_above=np.inf)
+sc = lstm_scorer(random_weights(f, 32, 16, 1), norm, spec, 16, 3, 2000, 0.5, explain_above=np.inf)
 evs = events(spec, 20480, 2000, 7)
-sc.score_batch(evs[:1024], 0.0)
+sc.score_many(evs[:1024], 0.0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for k in range(0, len(evs), 1024):
-    sc.score_batch(evs[k : k + 1024], 0.0)
+    sc.score_many(evs[k : k + 1024], 0.0)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, os.environ.get("OPENBLAS_NUM_THREADS"))
 """
 
@@ -71,6 +71,6 @@ def test_filtered_native_stderr_drops_only_the_noise(capfd: pytest.CaptureFixtur
 
 def test_loading_tensorflow_prints_nothing_to_stderr() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
-    code = "from detector.model import keras_env; keras_env().layers.Dense(2)"
+    code = "from detector.offline.model import keras_env; keras_env().layers.Dense(2)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert r.stderr == ""

@@ -12,10 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detector.config import Settings
-from detector.dataset import featurize, load_events, score_events
-from detector.features import FeatureSpec
-from detector.model import Artifact, keras_env, load_artifact
-from detector.scoring import StreamingScorer, table_for
+from detector.core.features import FeatureSpec
+from detector.core.scorer import lstm_scorer
+from detector.core.scoring import StreamingScorer, table_for
+from detector.offline.dataset import featurize, load_events
+from detector.offline.model import Artifact, keras_env, load_artifact
+from tests.helpers import lstm_scored
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def keras_errors(art: Artifact, spec: FeatureSpec, events: list) -> tuple[np.nda
 
 
 def evidence_reference(art: Artifact, events: list, warmup: int) -> np.ndarray:
-    """detector.evidence written out event by event from the Keras errors, in plain Python: each
+    """detector.core.evidence written out event by event from the Keras errors, in plain Python: each
     part's tail probability, Fisher's combination, the allowance, the decay."""
     ev = art.evidence
     assert ev is not None
@@ -102,14 +104,11 @@ def reference(art: Artifact, events: list, small_settings: Settings, model_dir: 
 
 
 def stream_scores(art: Artifact, spec: FeatureSpec, events: list, batch: int, evidence: bool = False) -> np.ndarray:
-    r = score_events(
-        events,
-        art.weights,
-        art.norm,
+    r = lstm_scored(
+        art,
         spec,
-        art.window,
+        events,
         3,
-        art.prediction_weight,
         np.inf,
         batch=batch,
         error_weights=art.error_weights,
@@ -162,7 +161,7 @@ def novelty_settings(small_settings: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 def novelty_art(novelty_settings: Settings, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
-    from detector.training import train_from_file
+    from detector.offline.training import train_from_file
 
     out = tmp_path_factory.mktemp("novelty") / "m"
     train_from_file(novelty_settings, train_file, out, log=lambda _m: None)
@@ -188,7 +187,7 @@ def test_novelty_and_error_weights_stream_equals_keras_offline(
 
 @pytest.fixture(scope="module")
 def stacked_art(small_settings: Settings, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
-    from detector.training import train_from_file
+    from detector.offline.training import train_from_file
 
     data = small_settings.model_dump()
     data["model"].update(layers=2, epochs=1)
@@ -215,7 +214,7 @@ def test_two_layer_model_stream_equals_keras_offline(
 @pytest.fixture(scope="module")
 def embedded(small_settings: Settings, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """Country and merchant id as learned embeddings instead of one-hot blocks."""
-    from detector.training import train_from_file
+    from detector.offline.training import train_from_file
 
     data = small_settings.model_dump()
     data["features"]["categorical"] = [
@@ -251,7 +250,7 @@ def test_a_model_with_embeddings_refuses_a_config_without_them(embedded: tuple, 
     with pytest.raises(ModelError, match=r"features\.categorical"):
         load_artifact(Path(art.metadata["_dir"]), FeatureSpec(small_settings.features))
     spec = FeatureSpec(s.features)
-    table = table_for(spec, 4, art.weights.state_size, art.window)
+    table = table_for(spec, 4, art.weights.state_size, art.window)  # the layout the factory builds
     with pytest.raises(ValueError, match="no tables"):
         StreamingScorer(art.weights, art.norm, spec, table, art.window, 3)
     StreamingScorer(art.weights, art.norm, art.bind(spec), table, art.window, 3)  # bound: fine
@@ -301,14 +300,13 @@ def test_numpy_step_matches_keras_lstm_cell(art: Artifact, small_settings: Setti
     h = rng.standard_normal((5, u)).astype(np.float32)
     c = rng.standard_normal((5, u)).astype(np.float32)
     kh, (_, kc) = cell(x, [h, c])
-    table = table_for(spec, 10, u, art.window)
-    scorer = StreamingScorer(art.weights, art.norm, spec, table, art.window, 3)
+    scorer = lstm_scorer(art.weights, art.norm, spec, art.window, 3, 10)
     nh, nc = scorer.step(x, h, c)
     assert np.max(np.abs(nh - np.asarray(kh))) < 1e-5
     assert np.max(np.abs(nc - np.asarray(kc))) < 1e-5
 
 
-def test_score_batch_does_not_mutate_its_input(art: Artifact, events: list, small_settings: Settings) -> None:
+def test_score_many_does_not_mutate_its_input(art: Artifact, events: list, small_settings: Settings) -> None:
     spec = art.bind(FeatureSpec(small_settings.features))
     before = [(e.stream_id, e.ts, e.numeric, e.buckets, dict(e.record)) for e in events[:50]]
     stream_scores(art, spec, events[:50], 16)
@@ -317,7 +315,7 @@ def test_score_batch_does_not_mutate_its_input(art: Artifact, events: list, smal
 
 def test_warming_events_are_marked(art: Artifact, events: list, small_settings: Settings) -> None:
     spec = art.bind(FeatureSpec(small_settings.features))
-    r = score_events(events, art.weights, art.norm, spec, art.window, 3, art.prediction_weight, -1.0)
+    r = lstm_scored(art, spec, events, 3, -1.0)
     first_three: dict[str, int] = {}
     for i, e in enumerate(events):
         n = first_three.get(e.stream_id, 0)
@@ -346,7 +344,7 @@ def test_absurd_values_score_finite(art: Artifact, small_settings: Settings) -> 
         )
         for i, a in enumerate([1.0, 1e300, 0.0, 1e-300, 5.0])
     ]
-    r = score_events(evs, art.weights, art.norm, spec, art.window, 0, art.prediction_weight, np.inf)
+    r = lstm_scored(art, spec, evs, 0, np.inf)
     assert np.all(np.isfinite(r.score))
 
 
@@ -366,7 +364,7 @@ def test_scores_do_not_change_when_label_fields_are_removed(
         for k in small_settings.features.label_fields:
             d.pop(k, None)
         stripped.append(spec.parse(orjson.dumps(d)))
-    a = score_events(with_labels, art.weights, art.norm, spec, art.window, 3, art.prediction_weight, np.inf)
-    b = score_events(stripped, art.weights, art.norm, spec, art.window, 3, art.prediction_weight, np.inf)
+    a = lstm_scored(art, spec, with_labels, 3, np.inf)
+    b = lstm_scored(art, spec, stripped, 3, np.inf)
     assert np.array_equal(a.score, b.score)
     assert sum(orjson.loads(x)["label"] for x in lines) > 0  # the file really had fraud labels

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.config import load_config
-from detector.features import FeatureSpec
+from detector.core.features import FeatureSpec
 from simulators.output import write_jsonl
 from simulators.sensors import FAULTS, SENSORS, sensor_records, simulate_sensors
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from detector.cli import main
+from detector.cli.main import main
 from detector.config import load_config
-from detector.training import train_from_file
+from detector.offline.training import train_from_file
 from simulators.cli import simulate
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.state import StreamTable
+from detector.core.state import StreamTable
 
 
 def test_slots_are_stable_and_new_streams_start_clean() -> None:
@@ -77,8 +77,8 @@ def test_only_streams_in_the_changelog_get_a_tombstone_when_evicted() -> None:
 
 
 def test_one_hot_blocks_are_grouped_into_uint16_codes_that_decode_exactly() -> None:
-    from detector.scoring import _one_hot_table, _strides
-    from detector.state import code_groups
+    from detector.core.scoring import _one_hot_table, _strides
+    from detector.core.state import code_groups
 
     assert code_groups((4, 6, 6)) == [(4, 6, 6)]
     assert code_groups((256, 256, 4, 3)) == [(256, 256), (4, 3)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detector.surprise import MAX_NEG_LOG_P, fisher, fit_tail, null_evidence_quantile
+from detector.core.surprise import MAX_NEG_LOG_P, fisher, fit_tail, null_evidence_quantile
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.threshold import calibrate, gpd_pwm
+from detector.core.threshold import calibrate, gpd_pwm
 
 
 def test_pot_recovers_a_known_exponential_tail() -> None:

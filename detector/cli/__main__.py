@@ -1,0 +1,5 @@
+import sys
+
+from detector.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,309 @@
+"""The `detector` command: check-config, simulate, train, replay, run, score, evaluate, demo.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage, bad configuration or an unusable input file
+(one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from detector.config import Settings, load_config
+from detector.exceptions import ConfigError, DataError, DetectorError
+from detector.offline.baselines.models import BASELINES
+from detector.runtime import tune_process
+
+log = logging.getLogger("detector")
+DEFAULT_CONFIG = "config/detector.yaml"
+
+
+def _config(args: argparse.Namespace) -> Settings:
+    path = args.config if args.config else (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    return load_config(path)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = load_config(args.file)
+    print(json.dumps(settings.masked(), indent=2))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulators.cli import simulate
+
+    n = simulate(args.domain, args.streams, args.days, args.scenario, args.seed, args.out)
+    print(f"simulate: wrote {n} events to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from detector.logs import setup_logging
+    from detector.offline.training import train_from_file
+
+    settings = _config(args)
+    setup_logging(settings.runtime.log_level, settings.runtime.log_format)
+    out = Path(args.out) if args.out else settings.model.path
+    train_from_file(
+        settings,
+        Path(args.data),
+        out,
+        log=lambda m: print(f"train: {m}", file=sys.stderr, flush=True),
+        epochs=args.epochs,
+        seed=args.seed,
+        progress=ProgressBar(sys.stderr) if sys.stderr.isatty() else None,
+    )
+    return 0
+
+
+class ProgressBar:
+    """The training epoch's batches as a bar redrawn in place on a terminal, at most 10 times a
+    second, and erased at the epoch's end (its log line follows). Not drawn into logs or pipes."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self._drawn = stream, -1.0
+
+    def __call__(self, epoch: int, epochs: int, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        filled = self.WIDTH * done // max(total, 1)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        line = f"train: epoch {epoch}/{epochs} [{bar}] {done}/{total} batches"
+        self.stream.write("\r" + (line if done < total else " " * len(line)) + "\r" * (done >= total))
+        self.stream.flush()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from simulators.replay import replay
+
+    settings = _config(args)
+    if args.bootstrap_servers:
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})}
+        )
+    rate = None if args.as_fast_as_possible else args.rate
+    speed = None if args.as_fast_as_possible else args.speed
+    topic = args.topic or settings.kafka.input_topic
+    res = replay(
+        args.file,
+        settings.kafka,
+        topic,
+        rate=rate,
+        speed=speed,
+        stream_field=settings.features.stream_field,
+        time_field=settings.features.time_field,
+    )
+    if res.failed or res.acked != res.sent:
+        print(
+            f"replay: {res.failed} sends failed, {res.sent - res.acked} unacknowledged; first error: {res.first_error}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from detector.logs import setup_logging
+    from detector.service.loop import Detector
+
+    settings = _config(args)
+    setup_logging(settings.runtime.log_level, settings.runtime.log_format)
+    log.info("effective config: %s", json.dumps(settings.masked(), sort_keys=True))
+    app = Detector(settings)
+    interrupts = 0
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if signum == signal.SIGINT and interrupts > 1:
+            os._exit(130)  # a second Ctrl-C: the user does not want to wait for a clean stop
+        log.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
+        app.stop()
+        if interrupts == 1:
+            # The budget of a clean stop (finish the batch, checkpoint, close). Past it something
+            # hangs (a broker that stopped answering): exit non-zero rather than hang the caller.
+            budget = settings.runtime.shutdown_timeout_seconds
+
+            def give_up() -> None:
+                log.error("clean stop exceeded %.0fs: exiting", budget)
+                os._exit(1)
+
+            watchdog = threading.Timer(budget, give_up)
+            watchdog.daemon = True
+            watchdog.start()
+
+    def request_reload(_signum: int, _frame: Any) -> None:
+        log.info("SIGHUP: reloading the model after the current batch")
+        app.request_reload()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
+    app.run(max_events=args.max_events, timeout=args.timeout)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from detector.offline.evaluate import score_file
+
+    settings = _config(args)
+    n = score_file(settings, Path(args.model), Path(args.data), args.out)
+    print(f"score: wrote {n} lines to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from detector.offline.evaluate import evaluate_file, format_report
+
+    settings = _config(args)
+    plots = Path(args.plots) if args.plots else None
+    train = Path(args.train) if args.train else None
+    report = evaluate_file(settings, Path(args.model), Path(args.data), args.baseline, plots, train)
+    print(json.dumps(_finite(report), indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _finite(obj: Any) -> Any:
+    """NaN (an undefined metric, e.g. no incident caught) as null: strict JSON has no NaN."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from detector.cli.demo import demo
+
+    return demo(args)
+
+
+def _number(kind: type, low: float, label: str, high: float = float("inf")) -> Any:
+    """An argparse type: a `kind` number in [low, high], else a usage error saying so."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {label}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text!r} is not {label}")
+        return value
+
+    return parse
+
+
+POSITIVE = _number(int, 1, "a positive integer")
+SEED = _number(int, 0, "a non-negative integer")
+RATE = _number(float, 1e-9, "a positive number")
+PORT = _number(int, 1, "a port number (1-65535)", 65535)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="detector", description="Streaming anomaly detection over Kafka with a stateful LSTM autoencoder."
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        return sp
+
+    sp = add("check-config", "validate a config file and print the effective config (secrets masked)")
+    sp.add_argument("file")
+    sp.set_defaults(func=cmd_check_config)
+
+    sp = add("simulate", "write a labelled simulated event stream as JSON lines")
+    sp.add_argument("--domain", choices=["cards", "sensors", "metrics"], default="cards")
+    sp.add_argument("--streams", type=POSITIVE, default=1000, help="cards or machines (default 1000)")
+    sp.add_argument("--days", type=POSITIVE, default=30, help="simulated days (default 30)")
+    sp.add_argument("--scenario", default=None, help="scenario YAML (default: built-in default mix)")
+    sp.add_argument("--seed", type=SEED, default=1)
+    sp.add_argument("--out", required=True, help="FILE.jsonl, FILE.jsonl.gz, or - for stdout")
+    sp.set_defaults(func=cmd_simulate)
+
+    sp = add("train", "train a model folder on normal events (label == 0 when labels exist)")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--out", default=None, help="model folder (default: model.path from config)")
+    sp.add_argument("--config", default=None)
+    sp.add_argument("--epochs", type=POSITIVE, default=None)
+    sp.add_argument("--seed", type=SEED, default=None)
+    sp.set_defaults(func=cmd_train)
+
+    sp = add("replay", "produce a JSONL file to a Kafka topic, keyed by stream id")
+    sp.add_argument("file")
+    sp.add_argument("--topic", default=None, help="default: kafka.input_topic")
+    pace = sp.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=RATE, default=None, help="events per second")
+    pace.add_argument("--speed", type=RATE, default=None, help="replay event time X times faster")
+    pace.add_argument("--as-fast-as-possible", action="store_true")
+    sp.add_argument("--config", default=None)
+    sp.add_argument("--bootstrap-servers", default=None)
+    sp.set_defaults(func=cmd_replay)
+
+    sp = add("run", "run the daemon: consume, score, alert, serve metrics")
+    sp.add_argument("--config", default=None)
+    sp.add_argument("--max-events", type=POSITIVE, default=None, help="stop after this many events")
+    sp.add_argument("--timeout", type=RATE, default=None, help="stop after this many seconds")
+    sp.set_defaults(func=cmd_run)
+
+    sp = add("score", "score a JSONL file offline with the streaming scorer")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--config", default=None)
+    sp.set_defaults(func=cmd_score)
+
+    sp = add("evaluate", "detection quality of a model on a labelled JSONL file")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument(
+        "--baseline", choices=list(BASELINES), default=None, help="score the same events with a baseline too"
+    )
+    sp.add_argument("--train", default=None, help="the baseline's training data (default: the model's, if still there)")
+    sp.add_argument("--plots", default=None, metavar="DIR", help="write pr_curve.png and timelines.png here")
+    sp.add_argument("--config", default=None)
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = add("demo", "end to end on a local broker: train, run, replay fraud, summarise")
+    sp.add_argument("--config", default=None)
+    sp.add_argument("--port", type=PORT, default=9092, help="local broker port")
+    sp.add_argument("--streams", type=POSITIVE, default=1000)
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    tune_process()  # before NumPy loads: one BLAS thread, batch buffers kept (see detector.runtime)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"detector: {exc}", file=sys.stderr)
+        return 2
+    except DetectorError as exc:
+        print(f"detector: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""What the rest of the daemon knows of Kafka: the record and partition types, the interfaces every
+client implements, the delivery error and the acknowledgement helpers both clients share.
+
+    client = client_for(settings.kafka)          # detector.kafka.factory
+    with client.source(on_assign, on_revoke) as src, client.sink() as sink:
+        for r in src.poll(): ...                 # list[Record]
+        sink.send("alerts", key, value); sink.flush(timeout)   # DeliveryFailed unless all acked
+    client.admin().ensure_topics(["events"]); client.read_changelog(3)
+
+Nothing outside this package imports kafka-python or confluent-kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol
+
+from detector.exceptions import DetectorError
+
+Partition = tuple[str, int]
+Callback = Callable[[list[Partition]], None]
+# 10 s: long enough for a broker on a loaded 2-core machine, short enough to fail fast at startup.
+REQUEST_TIMEOUT_MS = 10_000
+# Consumers refresh topic metadata this often (see the consumers for why not the 5 min default).
+METADATA_MAX_AGE_MS = 10_000
+# Restoring 100k streams reads ~170 MB; a minute covers a slow broker on a loaded machine.
+RESTORE_TIMEOUT_S = 60.0
+
+
+class Record(NamedTuple):
+    """One consumed message. A NamedTuple, not a frozen dataclass: built once per event on the hot
+    path, 0.4 against 1.3 us each (measured here)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+class DeliveryFailed(DetectorError):
+    """A produced message was not acknowledged; offsets for its batch must not be committed."""
+
+
+def all_acked(futures: list[Any]) -> bool:
+    """True when every future (`is_done`, `failed()`, `exception`) is acknowledged; raises
+    DeliveryFailed if one failed. Shared by both clients' sinks."""
+    done = True
+    for f in futures:
+        if not f.is_done:
+            done = False
+        elif f.failed():
+            raise DeliveryFailed(f"message not acknowledged: {f.exception}")
+    return done
+
+
+def check_flushed(pending: list[Any]) -> int:
+    """After a flush: how many were acknowledged, or DeliveryFailed naming the first failure."""
+    failed = [f for f in pending if not f.is_done or f.failed()]
+    if failed:
+        why = failed[0].exception if failed[0].is_done else "timed out"
+        raise DeliveryFailed(f"{len(failed)} of {len(pending)} messages not acknowledged: {why}")
+    return len(pending)
+
+
+class Source(Protocol):
+    """A group member reading the input topic: batches, manual commits, rebalance callbacks."""
+
+    def __enter__(self) -> Source: ...
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None, /
+    ) -> None: ...
+    def poll(self) -> list[Record]: ...
+    def commit(self, next_offsets: dict[Partition, int], blocking: bool = True) -> None: ...
+    def lag(self) -> dict[int, int]: ...
+    def pause(self, paused: bool) -> None: ...
+    def close(self, timeout: float) -> None: ...
+
+
+class Sink(Protocol):
+    """An idempotent acks=all producer whose sends are futures the caller can wait on."""
+
+    def __enter__(self) -> Sink: ...
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None, /
+    ) -> None: ...
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        track: bool = True,
+    ) -> Any: ...
+    def produce(self, topic: str, key: bytes | None, value: bytes, done: Callable[[str | None], None]) -> None: ...
+    def take_pending(self) -> list[Any]: ...
+    def all_acked(self, futures: list[Any]) -> bool: ...
+    def flush(self, timeout: float) -> int: ...
+    def close(self, timeout: float) -> None: ...
+
+
+class Admin(Protocol):
+    def partition_count(self, topic: str) -> int:
+        """Partitions of an existing topic (0 if it does not exist)."""
+        ...
+
+    def ensure_topics(
+        self, topics: Iterable[str], compacted: Iterable[str] = (), partitions: int | None = None
+    ) -> list[str]:
+        """Create the missing topics (partitions and replication from config); returns those created."""
+        ...
+
+
+class Client(Protocol):
+    """Everything the daemon, replay and the bench open on Kafka, for one client library."""
+
+    def source(self, on_assign: Callback | None = None, on_revoke: Callback | None = None) -> Source: ...
+    def sink(self, linger_ms: int = 2, batch_bytes: int = 1 << 20) -> Sink: ...
+    def admin(self) -> Admin: ...
+    def read_changelog(
+        self, partition: int, timeout_s: float = RESTORE_TIMEOUT_S
+    ) -> Iterator[tuple[str, bytes | None]]:
+        """Every (key, value) of one state-changelog partition, from its beginning to its end now;
+        a value of None is a tombstone. Changelog partition p holds the streams of input partition p."""
+        ...

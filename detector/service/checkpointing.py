@@ -1,0 +1,241 @@
+"""Durable state: the one home of the checkpoint order and of the restore. What makes delivery
+at-least-once. The record format itself is `detector.core.record`.
+
+    cp = Checkpointer(state_topic, metrics)
+    n = cp.restore(client, table, partitions, version, tag, now)   # on assignment
+    cp.track(records)                          # after a batch's alerts are handed to the outbox
+    done = cp.commit("shutdown", io, table, version, tag, deadline)   # all at once (revoke, reload, stop)
+    if cp.due(interval): done = cp.begin(io, table, version, tag)     # spread over iterations
+    done = cp.advance(io)                      # each iteration while one is in progress
+
+`done` is the offsets committed (None while an incremental checkpoint is still in progress).
+The order is in `commit`'s docstring; the incremental one keeps it, a chunk of state per loop
+iteration.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from detector.core import record as ckpt
+from detector.core.state import StreamTable
+from detector.kafka.base import Client, DeliveryFailed, Partition, Record, Sink, Source
+from detector.service.deadline import Deadline
+from detector.service.metrics import Metrics
+from detector.service.outbox import Outbox
+
+log = logging.getLogger("detector")
+# 30 s for the broker to acknowledge one checkpoint (alerts, dead letters, state: all its steps
+# together): well above a healthy broker's milliseconds, below the consumer's max.poll.interval
+# (5 min) so a rebalance is not forced. A shutdown gives it less: what is left of its budget.
+FLUSH_TIMEOUT_S = 30.0
+# An interval checkpoint still unacknowledged after this long makes /readyz report not ready:
+# Kafka is slow or away (the checkpoint itself gives up after FLUSH_TIMEOUT_S).
+STALL_S = 3.0
+# State records sent per loop iteration by an incremental checkpoint: ~15 ms of producer work,
+# so the loop never stalls for the whole snapshot (10k streams ~ 17 MB).
+CHECKPOINT_CHUNK = 500
+
+Records = list[tuple[bytes, bytes | None, int]]  # (stream id, state record or tombstone, partition)
+
+
+@dataclass
+class Io:
+    """One Kafka session's ends: the alerts' outbox (its sink is their producer), the changelog's
+    own producer, and the consumer whose offsets are committed."""
+
+    outbox: Outbox
+    state: Sink
+    source: Source
+
+
+@dataclass
+class _Incremental:
+    """A checkpoint spread over loop iterations: the state snapshot is encoded at once, sent in
+    chunks once the alerts it depends on are acknowledged, and its offsets committed last."""
+
+    offsets: dict[Partition, int]
+    upto: int  # the outbox's sequence number of the last alert or dead letter it depends on
+    records: Records
+    started: float
+    sent: list[Any] = field(default_factory=list)
+    chunk: list[Any] = field(default_factory=list)  # the futures of the last chunk sent
+    cursor: int = 0
+    sending_since: float | None = None
+    warned: bool = False  # the stall was logged
+
+
+class Checkpointer:
+    def __init__(self, state_topic: str, metrics: Metrics) -> None:
+        self.state_topic, self.metrics = state_topic, metrics
+        self.pending: dict[Partition, int] = {}  # next offset per partition, not yet committed
+        self.incremental: _Incremental | None = None
+        self.last_at = time.monotonic()
+
+    def restore(
+        self, client: Client, table: StreamTable, partitions: list[int], version: str, tag: int, now: float
+    ) -> int:
+        """Load the latest state of every stream of these input partitions from the changelog
+        (changelog partition p holds input partition p's streams); returns the streams restored."""
+        t0 = time.monotonic()
+        n, stale = 0, 0
+        for p in partitions:
+            for key, value in client.read_changelog(p):
+                if value is None:
+                    table.remove(key)
+                    continue
+                slot = table.slot_for_restore(key, p, now)
+                if ckpt.decode_into(table, slot, value, version, tag):
+                    n += 1
+                else:
+                    table.remove(key)  # another model's or input topic's state: this stream starts cold
+                    stale += 1
+        table.evicted.clear()  # evictions during a restore concern streams never written since
+        if stale:
+            log.warning("ignored %d changelog records written by another model version or input topic", stale)
+        log.info("restored %d streams of partitions %s in %.2fs", n, partitions, time.monotonic() - t0)
+        return n
+
+    def stalled_for(self) -> float:
+        """Seconds an interval checkpoint has been waiting for Kafka (0 when none is)."""
+        return 0.0 if self.incremental is None else time.monotonic() - self.incremental.started
+
+    def track(self, records: list[Record]) -> None:
+        """Offsets of a processed batch: committed by the next checkpoint. A partition's records
+        arrive in offset order, so its last one in the batch holds its highest offset (0.12 us a
+        record, against 0.45 for a max() per record)."""
+        pending = self.pending
+        last = {(r.topic, r.partition): r.offset for r in records}
+        for key, offset in last.items():
+            if offset + 1 > pending.get(key, 0):
+                pending[key] = offset + 1
+
+    def reset(self) -> None:
+        """After a failed session: nothing pending survives (the changelog has the truth)."""
+        self.pending, self.incremental = {}, None
+
+    def due(self, interval: float) -> bool:
+        return self.incremental is None and bool(self.pending) and time.monotonic() - self.last_at >= interval
+
+    def commit(
+        self,
+        reason: str,
+        io: Io,
+        table: StreamTable,
+        version: str,
+        tag: int,
+        deadline: Deadline | None = None,
+        blocking: bool = True,
+    ) -> dict[Partition, int]:
+        """Make everything up to the last processed event durable, in this order:
+
+        1. flush the alerts' producer: every alert and dead letter sent so far is acknowledged,
+           or DeliveryFailed is raised and nothing below happens;
+        2. produce the state of every stream changed since the last checkpoint to the changelog
+           (partition = the stream's input partition) through the state's own producer, a
+           tombstone for each evicted stream, and flush that one (acks=all, both);
+        3. commit the input offsets of every event processed so far.
+        All steps share one `deadline` (FLUSH_TIMEOUT_S from now when none is given): a flush
+        waits only what is left of it, and running out raises naming the step.
+        Step 1 comes first so that durable state never runs ahead of its alerts: a saved state
+        implies the alerts of every event it holds were acknowledged. A crash before step 2
+        completes re-scores from the previous commit with the previous state; a crash between 2
+        and 3 skips the events the saved state already holds (each stream's applied offset).
+        """
+        t0 = time.perf_counter()
+        box, state, topic = io.outbox, io.state, self.state_topic
+        d = deadline or Deadline(FLUSH_TIMEOUT_S, DeliveryFailed)
+        try:
+            box.sink.flush(d.left(FLUSH_TIMEOUT_S))
+            box.pump(time.monotonic())
+            if not box.acked_upto(box.seq):
+                d.check(f"checkpoint ({reason}): flushing {len(box)} alerts and dead letters")
+                why = box.failure or "timed out"
+                raise DeliveryFailed(f"{len(box)} alerts or dead letters not acknowledged: {why}")
+            if self.incremental is not None:  # finish it first: its offsets come before ours
+                inc, self.incremental = self.incremental, None
+                for key, value, part in inc.records[inc.cursor :]:
+                    state.send(topic, key, value, partition=part)
+                self._flush_state(state, d, reason)
+                state.all_acked(inc.sent)
+                self.pending = {k: max(v, self.pending.get(k, 0)) for k, v in {**inc.offsets, **self.pending}.items()}
+            for key, value, part in _state_records(table, version, tag):
+                state.send(topic, key, value, partition=part)
+            self._flush_state(state, d, reason)
+            d.check(f"checkpoint ({reason}): before committing offsets")
+            io.source.commit(self.pending, blocking)
+        except Exception:
+            self.metrics.checkpoint_failures.inc()
+            raise
+        done, self.pending = self.pending, {}
+        self.last_at = time.monotonic()
+        self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
+        return done
+
+    @staticmethod
+    def _flush_state(state: Sink, d: Deadline, reason: str) -> None:
+        try:
+            state.flush(d.left(FLUSH_TIMEOUT_S))
+        except DeliveryFailed:
+            d.check(f"checkpoint ({reason}): flushing the state changelog")
+            raise
+
+    def begin(self, io: Io, table: StreamTable, version: str, tag: int) -> dict[Partition, int] | None:
+        """Start an interval checkpoint without stalling the loop (same order as `commit`)."""
+        records = _state_records(table, version, tag)
+        self.incremental = _Incremental(self.pending, io.outbox.seq, records, time.monotonic())
+        self.pending = {}
+        return self.advance(io)
+
+    def advance(self, io: Io) -> dict[Partition, int] | None:
+        """One step: wait for the alerts (non-blocking), send a chunk of state, commit when acked."""
+        inc, state = self.incremental, io.state
+        assert inc is not None
+        try:
+            now = time.monotonic()
+            waited = now - inc.started
+            if inc.sending_since is not None and now - inc.sending_since > FLUSH_TIMEOUT_S:
+                raise DeliveryFailed(f"checkpoint not acknowledged within {FLUSH_TIMEOUT_S:.0f}s")
+            if waited > STALL_S and not inc.warned:
+                inc.warned = True
+                log.warning("Kafka has not acknowledged the checkpoint for %.0fs: not ready until it does", waited)
+            # Alerts that Kafka rejects are re-sent by the outbox (input paused meanwhile): wait for them.
+            if not io.outbox.acked_upto(inc.upto):
+                return None
+            if inc.sending_since is None:
+                inc.sending_since = now
+            if inc.cursor < len(inc.records):
+                # One chunk in flight at a time: the loop's share of the producer work is paced,
+                # and the broker takes the snapshot in steps, not at once.
+                if inc.chunk and not state.all_acked(inc.chunk):
+                    return None
+                end = min(inc.cursor + CHECKPOINT_CHUNK, len(inc.records))
+                for key, value, part in inc.records[inc.cursor : end]:
+                    state.send(self.state_topic, key, value, partition=part)
+                inc.cursor = end
+                inc.chunk = state.take_pending()
+                inc.sent += inc.chunk
+            if inc.cursor < len(inc.records) or not state.all_acked(inc.sent):
+                return None
+            io.source.commit(inc.offsets)
+        except Exception:
+            self.metrics.checkpoint_failures.inc()
+            raise
+        self.incremental = None
+        self.last_at = time.monotonic()
+        self.metrics.checkpoint_duration.observe(self.last_at - inc.started)
+        return inc.offsets
+
+
+def _state_records(table: StreamTable, version: str, tag: int) -> Records:
+    """(key, state record, partition) of every stream changed since the last checkpoint, and a
+    tombstone for each evicted one (the evictions are then forgotten)."""
+    ids, slots, parts = table.take_dirty()
+    values = ckpt.encode_many(table, slots, version, tag)
+    records: Records = [(sid.encode(), v, p) for sid, v, p in zip(ids, values, parts, strict=True)]
+    records += [(sid.encode(), None, part) for sid, part in table.evicted]
+    table.evicted.clear()
+    return records

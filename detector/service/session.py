@@ -1,0 +1,203 @@
+"""One connection to Kafka: the clients the loop uses, the rebalance callbacks, backpressure.
+
+    with Session(owner, client, settings.kafka) as s:   # topics checked, clients open
+        records = s.poll()          # a batch; rebalances run inside; input paused while Kafka
+                                    # rejects alerts (re-sent through a fresh producer)
+        s.outbox.send(...); s.io()  # what a checkpoint writes through
+        s.readiness()               # (ready, why not) from the parts' states
+    # closed: within the shutdown deadline when one is set (`close(deadline)`)
+
+The alerts and dead letters go through one producer (behind the outbox), the state changelog
+through its own: the broker serves one connection's requests one at a time, so on a shared
+producer an alert raised during a checkpoint waited for a state chunk's ~0.5 MB request first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import TracebackType
+from typing import Protocol
+
+from detector.config import KafkaConfig
+from detector.core.state import StreamTable
+from detector.exceptions import DetectorError
+from detector.kafka.base import Client, Partition, Record, Sink, Source
+from detector.service.checkpointing import STALL_S, Checkpointer, Io
+from detector.service.deadline import Deadline
+from detector.service.metrics import Metrics
+from detector.service.outbox import Outbox
+
+log = logging.getLogger("detector")
+# Each client close waits at most this long when no shutdown deadline is running (a session
+# ending on a failure): long enough to leave the group cleanly, short enough to resume soon.
+CLOSE_S = 5.0
+
+
+class Owner(Protocol):
+    """What a session needs of the daemon: its table, checkpointer and metrics, and two acts."""
+
+    table: StreamTable
+    checkpoints: Checkpointer
+    metrics: Metrics
+
+    def checkpoint(self, reason: str, blocking: bool = True) -> None: ...
+    def restore(self, partitions: list[int]) -> int: ...
+    def shutdown_deadline(self) -> Deadline | None: ...
+
+
+class Session:
+    def __init__(self, owner: Owner, client: Client, cfg: KafkaConfig) -> None:
+        self.owner, self.client, self.cfg = owner, client, cfg
+        # Input partitions held, kept by the rebalance callbacks (safe to read from any thread,
+        # unlike the client's own assignment()).
+        self.assigned: frozenset[Partition] = frozenset()
+        self.ever_assigned = False
+        self.rebalancing = False
+        self.failing = False  # closing after a failure: hand partitions over without committing
+        self.paused = False  # input paused: Kafka rejects alerts or dead letters for now
+        self._callback_error: BaseException | None = None
+        self._sink: Sink | None = None
+        self._state: Sink | None = None
+        self._source: Source | None = None
+        self._outbox: Outbox | None = None
+
+    def __enter__(self) -> Session:
+        self._prepare_topics()
+        try:
+            self._sink = self.client.sink().__enter__()
+            self._outbox = Outbox(self._sink)
+            self._state = self.client.sink().__enter__()
+            self._source = self.client.source(self._on_assign, self._on_revoke).__enter__()
+        except BaseException:
+            self.close(None)
+            raise
+        self.owner.metrics.paused.set(0)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if et is not None:
+            self.failing = True  # closing the consumer must not checkpoint unfinished work
+        self.close(self.owner.shutdown_deadline())
+
+    def close(self, deadline: Deadline | None) -> None:
+        """Close the consumer, then both producers, each within what is left of `deadline`."""
+        d = deadline or Deadline(3 * CLOSE_S)
+        for name, c in (("consumer", self._source), ("producer", self._sink), ("state producer", self._state)):
+            if c is None:
+                continue
+            try:
+                c.close(d.left(CLOSE_S))
+            except Exception as exc:  # noqa: BLE001 - one client failing to close must not keep the others open
+                log.warning("closing the %s: %s", name, exc)
+            if deadline is not None and deadline.expired:
+                log.error("shutdown: the budget ran out closing the %s; exiting with the rest unclosed", name)
+                return
+        self._source = self._sink = self._state = None
+
+    @property
+    def source(self) -> Source:
+        assert self._source is not None
+        return self._source
+
+    @property
+    def outbox(self) -> Outbox:
+        assert self._outbox is not None
+        return self._outbox
+
+    def io(self) -> Io:
+        assert self._outbox is not None and self._state is not None and self._source is not None
+        return Io(self._outbox, self._state, self._source)
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.rebalancing:
+            return False, "rebalancing"
+        if not self.assigned:
+            return False, "no partitions assigned"
+        if self._outbox is not None and self._outbox.blocked:
+            return False, f"input paused: {self._outbox.failure}"
+        stalled = self.owner.checkpoints.stalled_for()
+        if stalled > STALL_S:
+            return False, f"Kafka has not acknowledged the checkpoint for {stalled:.0f}s"
+        return True, "ready"
+
+    def poll(self) -> list[Record]:
+        records = self.source.poll()
+        if self._callback_error is not None:
+            raise self._callback_error
+        self._backpressure()
+        return records
+
+    def _backpressure(self) -> None:
+        """Pause the input while Kafka rejects alerts or dead letters; resume once all are acked."""
+        box, now, m = self.outbox, time.monotonic(), self.owner.metrics
+        if box.pump(now):
+            # A producer that saw a fatal error (an idempotent one after a rejected batch) sends
+            # nothing more: every re-send goes through a fresh one.
+            assert self._sink is not None
+            self._sink.close(CLOSE_S)
+            self._sink = box.sink = self.client.sink().__enter__()
+            before = box.retries
+            box.resend(now)
+            m.output_retries.inc(box.retries - before)
+        if box.blocked:
+            self.source.pause(True)  # every time: partitions assigned meanwhile start paused too
+        if box.blocked == self.paused:
+            return
+        self.paused = box.blocked
+        m.paused.set(1 if self.paused else 0)
+        if self.paused:
+            log.error("input paused, nothing committed past the rejected messages, retrying: %s", box.failure)
+            return
+        self.source.pause(False)
+        log.info("every rejected message acknowledged after %d re-sends: input resumed", box.retries)
+
+    def _prepare_topics(self) -> None:
+        k, admin = self.cfg, self.client.admin()
+        if k.create_topics:
+            admin.ensure_topics([k.input_topic, k.alerts_topic, k.dead_letter_topic])
+            admin.ensure_topics(
+                [k.state_topic], compacted=[k.state_topic], partitions=admin.partition_count(k.input_topic)
+            )
+        n_in, n_state = admin.partition_count(k.input_topic), admin.partition_count(k.state_topic)
+        if n_state < n_in:
+            raise DetectorError(
+                f"state topic {k.state_topic} has {n_state} partitions, fewer than the "
+                f"{n_in} of {k.input_topic}: it must have at least as many"
+            )
+
+    # -- rebalance callbacks (run inside poll, between batches) ------------------------------
+    def _on_revoke(self, partitions: list[Partition]) -> None:
+        if not partitions:
+            return
+        self.owner.metrics.rebalances.inc()
+        self.rebalancing = True
+        if self.failing:
+            self.assigned = self.assigned - set(partitions)
+            return
+        try:
+            # kafka-python runs this callback on its IO thread, where a blocking commit is not
+            # allowed: the state is flushed here, the offsets committed asynchronously. Correctness
+            # does not hinge on that commit: restored state carries each stream's applied offset.
+            # (confluent runs callbacks on the loop's own thread and commits synchronously.)
+            self.owner.checkpoint("revoke", blocking=False)
+        except BaseException as exc:  # noqa: BLE001 - kafka-python swallows callback errors; re-raised in poll()
+            self._callback_error = exc
+            return
+        self.assigned = self.assigned - set(partitions)
+        dropped = self.owner.table.drop_partitions({p for _, p in partitions})
+        log.info(
+            "partitions revoked: %s (checkpointed, %d streams handed over)", sorted(p for _, p in partitions), dropped
+        )
+
+    def _on_assign(self, partitions: list[Partition]) -> None:
+        self.owner.metrics.rebalances.inc()
+        try:
+            restored = self.owner.restore(sorted(p for _, p in partitions))
+        except BaseException as exc:  # noqa: BLE001 - see _on_revoke
+            self._callback_error = exc
+            return
+        self.assigned = self.assigned | set(partitions)
+        self.ever_assigned = self.ever_assigned or bool(partitions)
+        self.rebalancing = False
+        log.info("partitions assigned: %s (%d streams restored)", sorted(p for _, p in partitions), restored)
