@@ -18,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main() -> None:
-    from bench import e2e
+    from bench.e2e import harness
+    from bench.e2e.latency import LEAD_S, latency
     from detector.config import Settings
 
     rate = float(sys.argv[1]) if len(sys.argv) > 1 else 5000.0
@@ -26,25 +27,25 @@ def main() -> None:
     client = sys.argv[3] if len(sys.argv) > 3 else "confluent"
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 10.0
     base = Settings()
-    with tempfile.TemporaryDirectory() as tmpd, e2e.LocalBroker() as broker:
+    with tempfile.TemporaryDirectory() as tmpd, harness.LocalBroker() as broker:
         tmp = Path(tmpd)
-        lines = e2e._lines(int(rate * (seconds + e2e.LEAD_S)), 10_000, 8)
+        lines = harness.card_lines(int(rate * (seconds + LEAD_S)), 10_000, 8)
         # The broker's JIT warms up over ~30 s of load (a cold broker alone adds seconds of
         # produce-to-readable delay): a million events through it first, as the e2e suite does.
-        warm = e2e._lines(500_000, 10_000, 9)
+        warm = harness.card_lines(500_000, 10_000, 9)
         loader = "confluent" if client == "broker" else client
         for k in range(2):
-            e2e._produce(broker.bootstrap, f"warm-{k}", warm, loader)
-            e2e._bare_consume(broker.bootstrap, f"warm-{k}", len(warm), loader)
+            harness.produce(broker.bootstrap, f"warm-{k}", warm, loader)
+            harness.bare_consume(broker.bootstrap, f"warm-{k}", len(warm), loader)
         if client == "broker":
             for _ in range(reps):
                 pct = _broker_only(broker.bootstrap, lines, rate, seconds)
                 print(f"broker only, {rate:,.0f} ev/s: produce->readable p50/p95/p99 {pct} ms", flush=True)
             return
-        model = e2e._model(base, tmp, False)
-        e2e._latency(base, broker.bootstrap, model, lines, rate, 5, tmp, client, lead_s=0)
+        model = harness.train_model(base, tmp, False)
+        latency(base, broker.bootstrap, model, lines, rate, 5, tmp, client, lead_s=0)
         for _ in range(reps):
-            r = e2e._latency(base, broker.bootstrap, model, lines, rate, seconds, tmp, client)
+            r = latency(base, broker.bootstrap, model, lines, rate, seconds, tmp, client)
             print(
                 f"{client} {rate:,.0f} ev/s: p50 {r['p50_ms']:.1f} p95 {r['p95_ms']:.1f} p99 {r['p99_ms']:.1f} ms "
                 f"after {r['lead_in_s']:.0f} s (p99 {r['cold_start_p99_ms']:.0f} ms before) "
@@ -55,7 +56,7 @@ def main() -> None:
 
 
 def _broker_only(bootstrap: str, lines: list[bytes], rate: float, seconds: float) -> list[float]:
-    """Produce->readable of every 50th event at `rate`, no daemon: e2e._latency's load and reader."""
+    """Produce->readable of every 50th event at `rate`, no daemon: bench.e2e.latency's load and reader."""
     import threading
     import time
     import uuid
@@ -64,7 +65,7 @@ def _broker_only(bootstrap: str, lines: list[bytes], rate: float, seconds: float
     import orjson
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    from bench.e2e import LOAD_LINGER_MS
+    from bench.e2e.latency import LOAD_LINGER_MS
 
     topic = f"floor-{uuid.uuid4().hex[:6]}"
     prod = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": LOAD_LINGER_MS})

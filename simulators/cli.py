@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from detector.jsonl import write_jsonl
 from simulators.cards import simulate_cards
 from simulators.metrics import metric_records, simulate_metrics
-from simulators.output import card_records, write_jsonl
+from simulators.output import card_records
 from simulators.scenario import load_scenario
 from simulators.sensors import sensor_records, simulate_sensors
 

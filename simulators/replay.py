@@ -22,9 +22,9 @@ import orjson
 from detector.config import KafkaConfig
 from detector.core.features import parse_timestamp
 from detector.exceptions import DetectorError
+from detector.jsonl import read_jsonl
 from detector.kafka.base import DeliveryFailed
 from detector.kafka.factory import client_for
-from simulators.output import read_jsonl
 
 # Print progress at most this often: readable, and cheap next to the sends.
 PROGRESS_EVERY_S = 1.0

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from detector.config import Settings, load_config
+from detector.jsonl import write_jsonl
 from simulators.cards import simulate_cards
-from simulators.output import card_records, write_jsonl
+from simulators.output import card_records
 from simulators.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

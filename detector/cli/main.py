@@ -1,4 +1,5 @@
-"""The `detector` command: check-config, simulate, train, replay, run, score, evaluate, demo.
+"""The `detector` command: check-config, train, run, score, evaluate, and the commands other
+packages register (`simulate`, `replay` and `demo` come from the simulators package).
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage, bad configuration or an unusable input file
 (one line on stderr).
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,13 @@ from detector.runtime import tune_process
 
 log = logging.getLogger("detector")
 DEFAULT_CONFIG = "config/detector.yaml"
+# The entry point group of commands added by other packages: each is `register(add)`, where
+# `add(name, help)` returns the command's argparse parser (set `func` on it).
+COMMANDS = "detector.commands"
 
 
-def _config(args: argparse.Namespace) -> Settings:
+def config_of(args: argparse.Namespace) -> Settings:
+    """The config file of `--config`, else config/detector.yaml when present, else defaults."""
     path = args.config if args.config else (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
     return load_config(path)
 
@@ -38,19 +44,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulators.cli import simulate
-
-    n = simulate(args.domain, args.streams, args.days, args.scenario, args.seed, args.out)
-    print(f"simulate: wrote {n} events to {args.out}", file=sys.stderr)
-    return 0
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from detector.logs import setup_logging
     from detector.offline.training import train_from_file
 
-    settings = _config(args)
+    settings = config_of(args)
     setup_logging(settings.runtime.log_level, settings.runtime.log_format)
     out = Path(args.out) if args.out else settings.model.path
     train_from_file(
@@ -86,40 +84,11 @@ class ProgressBar:
         self.stream.flush()
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    from simulators.replay import replay
-
-    settings = _config(args)
-    if args.bootstrap_servers:
-        settings = settings.model_copy(
-            update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})}
-        )
-    rate = None if args.as_fast_as_possible else args.rate
-    speed = None if args.as_fast_as_possible else args.speed
-    topic = args.topic or settings.kafka.input_topic
-    res = replay(
-        args.file,
-        settings.kafka,
-        topic,
-        rate=rate,
-        speed=speed,
-        stream_field=settings.features.stream_field,
-        time_field=settings.features.time_field,
-    )
-    if res.failed or res.acked != res.sent:
-        print(
-            f"replay: {res.failed} sends failed, {res.sent - res.acked} unacknowledged; first error: {res.first_error}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from detector.logs import setup_logging
     from detector.service.loop import Detector
 
-    settings = _config(args)
+    settings = config_of(args)
     setup_logging(settings.runtime.log_level, settings.runtime.log_format)
     log.info("effective config: %s", json.dumps(settings.masked(), sort_keys=True))
     app = Detector(settings)
@@ -159,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from detector.offline.evaluate import score_file
 
-    settings = _config(args)
+    settings = config_of(args)
     n = score_file(settings, Path(args.model), Path(args.data), args.out)
     print(f"score: wrote {n} lines to {args.out}", file=sys.stderr)
     return 0
@@ -168,7 +137,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from detector.offline.evaluate import evaluate_file, format_report
 
-    settings = _config(args)
+    settings = config_of(args)
     plots = Path(args.plots) if args.plots else None
     train = Path(args.train) if args.train else None
     report = evaluate_file(settings, Path(args.model), Path(args.data), args.baseline, plots, train)
@@ -185,12 +154,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from detector.cli.demo import demo
-
-    return demo(args)
 
 
 def _number(kind: type, low: float, label: str, high: float = float("inf")) -> Any:
@@ -228,15 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     sp.set_defaults(func=cmd_check_config)
 
-    sp = add("simulate", "write a labelled simulated event stream as JSON lines")
-    sp.add_argument("--domain", choices=["cards", "sensors", "metrics"], default="cards")
-    sp.add_argument("--streams", type=POSITIVE, default=1000, help="cards or machines (default 1000)")
-    sp.add_argument("--days", type=POSITIVE, default=30, help="simulated days (default 30)")
-    sp.add_argument("--scenario", default=None, help="scenario YAML (default: built-in default mix)")
-    sp.add_argument("--seed", type=SEED, default=1)
-    sp.add_argument("--out", required=True, help="FILE.jsonl, FILE.jsonl.gz, or - for stdout")
-    sp.set_defaults(func=cmd_simulate)
-
     sp = add("train", "train a model folder on normal events (label == 0 when labels exist)")
     sp.add_argument("--data", required=True)
     sp.add_argument("--out", default=None, help="model folder (default: model.path from config)")
@@ -244,17 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=POSITIVE, default=None)
     sp.add_argument("--seed", type=SEED, default=None)
     sp.set_defaults(func=cmd_train)
-
-    sp = add("replay", "produce a JSONL file to a Kafka topic, keyed by stream id")
-    sp.add_argument("file")
-    sp.add_argument("--topic", default=None, help="default: kafka.input_topic")
-    pace = sp.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=RATE, default=None, help="events per second")
-    pace.add_argument("--speed", type=RATE, default=None, help="replay event time X times faster")
-    pace.add_argument("--as-fast-as-possible", action="store_true")
-    sp.add_argument("--config", default=None)
-    sp.add_argument("--bootstrap-servers", default=None)
-    sp.set_defaults(func=cmd_replay)
 
     sp = add("run", "run the daemon: consume, score, alert, serve metrics")
     sp.add_argument("--config", default=None)
@@ -281,11 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", default=None)
     sp.set_defaults(func=cmd_evaluate)
 
-    sp = add("demo", "end to end on a local broker: train, run, replay fraud, summarise")
-    sp.add_argument("--config", default=None)
-    sp.add_argument("--port", type=PORT, default=9092, help="local broker port")
-    sp.add_argument("--streams", type=POSITIVE, default=1000)
-    sp.set_defaults(func=cmd_demo)
+    # Commands other packages add (the simulators: simulate, replay, demo), through the entry
+    # point group detector.commands: `detector` itself never imports them.
+    for ep in sorted(entry_points(group=COMMANDS), key=lambda e: e.name):
+        ep.load()(add)
     return p
 
 

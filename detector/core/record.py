@@ -1,7 +1,7 @@
-"""Per-stream state to and from the compacted changelog topic.
+"""The per-stream state record: what the compacted changelog topic holds for each stream (pure).
 
-    rec = encode(table, slot, model_version)          # bytes: the value of key=stream_id
-    decode_into(table, slot, rec, model_version)       # False when the record is for another model
+    recs = encode_many(table, slots, model_version, source)   # bytes each: the value of key=stream_id
+    decode_into(table, slot, rec, model_version, source)      # False when the record is for another model
 
 Record layout (little-endian): magic b"DS", format u8, model version (12 ascii bytes), source
 u32 (CRC-32 of the input topic), then the fields of detector.core.state.DURABLE in that order, each as
@@ -37,11 +37,6 @@ def source_tag(input_topic: str) -> int:
 
 def _head(model_version: str, source: int) -> bytes:
     return _HEADER.pack(MAGIC, FORMAT, model_version.encode()[:12].ljust(12), source)
-
-
-def encode(table: StreamTable, slot: int, model_version: str, source: int = 0) -> bytes:
-    """One stream's record (encode_many of one slot)."""
-    return encode_many(table, np.array([slot]), model_version, source)[0]
 
 
 # Records encoded per vectorised pass: the byte matrix and its copy stay ~4 MB, whatever the

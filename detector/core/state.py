@@ -265,6 +265,3 @@ class StreamTable:
     def bytes_per_stream(self) -> int:
         """Bytes of array state per stream (the id map adds ~100 bytes more per stream)."""
         return sum(getattr(self, name)[:1].nbytes for name in _FIELDS)
-
-    def state_bytes(self) -> int:
-        return self.bytes_per_stream() * len(self.index)

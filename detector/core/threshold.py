@@ -2,6 +2,7 @@
 
     th = calibrate(normal_scores, target_rate=1e-4, method="pot")
     th.value, th.method, th.critical
+    th = threshold_for(scores, 1e-4, "pot", 2.0, evidence, elapsed, seed)   # the method by data size
 
 "pot" is peaks-over-threshold (SPOT, Siffer et al., KDD 2017): fit a generalized Pareto
 distribution to the excesses over a high initial quantile, then extrapolate to the target rate,
@@ -13,10 +14,15 @@ the empirical quantile and say so in `method`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+
+from detector.core.evidence import Evidence
+from detector.core.surprise import null_evidence_quantile
+from detector.exceptions import DataError
 
 # Initial threshold at the 98th percentile: the SPOT paper's default region for the tail.
 INITIAL_QUANTILE = 0.98
@@ -98,3 +104,54 @@ def calibrate(
         method_used = "quantile"
     z = float(np.quantile(s, 1 - target_rate))
     return Threshold(z, z * critical_multiplier, method_used, target_rate, len(s))
+
+
+# Below this many calibration events, no threshold (every method would rest on a handful of points).
+MIN_CALIBRATION_EVENTS = 20
+# Peaks-over-threshold needs about 30 excesses over the 98th percentile.
+POT_MIN_EVENTS = 1500
+
+
+def threshold_for(
+    scores: np.ndarray,
+    rate: float,
+    method: Literal["pot", "quantile"],
+    critical_multiplier: float,
+    evidence: Evidence | None,
+    elapsed: Callable[[], list[np.ndarray]],
+    seed: int,
+) -> Threshold:
+    """The threshold of a model for the target false-alarm `rate`, by the method its calibration
+    `scores` support: the empirical quantile with at least 10 / rate events; peaks-over-threshold
+    with at least POT_MIN_EVENTS; below that, with calibrated evidence, the quantile of the
+    evidence that calibrated surprises would build up over the calibration streams' own spacing
+    (simulated; `elapsed()` gives each stream's gaps); otherwise refused (DataError, one line).
+    A model scored by anomaly likelihood takes the normal tail's level."""
+    n = len(scores)
+    if evidence is not None and evidence.likelihood is not None:
+        # The likelihood's score is -ln of a normal tail probability: the target rate's level,
+        # or the calibration set's own quantile where it is large enough and says more.
+        value = -float(np.log(rate))
+        if n * rate >= 10:
+            value = max(value, float(np.quantile(scores, 1 - rate)))
+        return Threshold(value, max(value, -float(np.log(rate / 10))), "likelihood (normal tail)", rate, n)
+    if n < MIN_CALIBRATION_EVENTS:
+        raise DataError(
+            f"{n} calibration events past the warm-up; a threshold needs at least {MIN_CALIBRATION_EVENTS} "
+            "(more training data, or a larger model.validation_split)"
+        )
+    if n * rate >= 10:
+        return calibrate(scores, rate, "quantile", critical_multiplier)
+    if n >= POT_MIN_EVENTS and method == "pot":
+        th = calibrate(scores, rate, "pot", critical_multiplier)
+        if th.method == "pot":
+            return th
+    if evidence is None:
+        raise DataError(
+            f"model.target_false_alarm_rate {rate:g} cannot be supported by {n} calibration events without evidence "
+            f"(model.evidence_seconds 0): the empirical quantile needs {int(np.ceil(10 / rate))} events"
+        )
+    stream_elapsed = elapsed()
+    value = null_evidence_quantile(stream_elapsed, evidence.tau, evidence.per_event, evidence.allowance, rate, seed)
+    crit = null_evidence_quantile(stream_elapsed, evidence.tau, evidence.per_event, evidence.allowance, rate / 10, seed)
+    return Threshold(value, max(crit, value), "null-simulation", rate, n)

@@ -21,7 +21,7 @@ from detector.core.features import FeatureSpec, ParsedEvent
 from detector.core.scorer import Scorer, is_alert
 from detector.core.scoring import _rounds
 from detector.exceptions import DataError, InvalidEvent
-from simulators.output import read_jsonl
+from detector.jsonl import read_jsonl
 
 
 @dataclass

@@ -17,11 +17,11 @@ from detector.core.evidence import DRIVER_OF_PART
 from detector.core.explain import Explainer
 from detector.core.features import FeatureSpec
 from detector.exceptions import DataError, ModelError
+from detector.jsonl import writable_dir, write_jsonl
 from detector.offline.dataset import Dataset, Scored, load_events, score_events, stream_count
 from detector.offline.measures import average_precision, evaluate
 from detector.offline.model import Artifact, load_artifact
 from detector.offline.scorers import artifact_scorer
-from simulators.output import writable_dir, write_jsonl
 
 # The metrics every evaluation report carries (with --json, these keys at the top level).
 REPORT_KEYS = (

@@ -1,7 +1,8 @@
-"""Detection quality against the simulator's labels. Pure functions over arrays.
+"""Detection quality against labels: pure functions over arrays.
 
-m = evaluate(scores, alerts, labels, incidents, streams, ts, warming)
+m = evaluate(scores, alerts, labels, incidents, streams, ts)
 m["pr_auc"], m["incident_recall"], m["false_alerts_per_10k"]
+ap = average_precision(scores, labels)
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""The Keras LSTM autoencoder: build, train with carried state, save and load one artifact.
+"""The Keras LSTM autoencoder: build it, and save and load the one model artifact.
 
-    art = train(settings, train_x_seqs, val_x_seqs, log=print)   # see detector.offline.training
-    save_artifact(art, Path("models/default"))
-    art = load_artifact(Path("models/default"), spec)             # ModelError when incompatible
+    model = build_model(n_features, units=32, window=16, seed=7)   # trained by detector.offline.training
+    save_artifact(model, make_metadata(...), Path("models/default"))
+    art = load_artifact(Path("models/default"), spec)               # ModelError when incompatible
+    art.weights, art.norm, art.threshold                            # what the scorer needs (NumPy)
 
 The Keras model maps (x[B,T,F], h0[B,U], c0[B,U]) to (y[B,T,W*F], h_T, c_T): an LSTM whose
 state is passed in and out, so training runs truncated BPTT over consecutive chunks of each

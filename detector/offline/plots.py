@@ -1,9 +1,11 @@
 """Evaluation plots (`detector evaluate --plots DIR`): the precision-recall curve, and score
 timelines of a few streams with their alerts and true incidents marked.
 
-    paths = write_plots(Path("plots"), run, baseline=None)   # [pr_curve.png, timelines.png]
+    ev = Events(labels, incidents, streams, ts)            # per-event arrays, in file order
+    paths = write_plots(Path("plots"), ev, [Run("LSTM", scores, alerts, threshold)])
+    # [pr_curve.png, timelines.png]; a second Run (a baseline) is drawn beside the first
 
-`run` carries per-event arrays in file order. Deterministic: no timestamps in the PNG metadata.
+Deterministic: no timestamps in the PNG metadata.
 """
 
 from __future__ import annotations

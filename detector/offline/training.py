@@ -28,11 +28,11 @@ from detector.core.profile import Profile, fit_profile
 from detector.core.scorer import lstm_scorer
 from detector.core.scoring import BatchScores, LstmWeights, Normalizer
 from detector.exceptions import DataError
+from detector.jsonl import writable_dir
 from detector.offline.calibration import calibrate_threshold
 from detector.offline.dataset import Dataset, featurize, load_events, stream_count
 from detector.offline.holdout import held_out_events, held_out_groups, split_data
 from detector.offline.model import build_model, keras_env, lstm_layers, make_metadata, save_artifact, weights_of
-from simulators.output import writable_dir
 
 # Floor on a feature's mean squared error (normalised units) when weighting errors: at most 10x.
 ERROR_FLOOR = 0.1

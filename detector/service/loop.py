@@ -13,7 +13,6 @@ checkpoint and the client closes together.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -26,34 +25,25 @@ from detector.config import Settings
 from detector.core import record
 from detector.core.alerts import AlertPolicy
 from detector.core.explain import Explainer
-from detector.core.features import FeatureSpec, dumps
+from detector.core.features import FeatureSpec
 from detector.exceptions import KafkaUnavailable
 from detector.kafka.base import DeliveryFailed, Partition, Record
 from detector.kafka.factory import client_for
-from detector.logs import RateLimited
 from detector.offline.model import Artifact, load_artifact
 from detector.offline.scorers import artifact_scorer
+from detector.runtime import freeze_heap
 from detector.service.checkpointing import Checkpointer
 from detector.service.deadline import Deadline
 from detector.service.health import HealthServer, HealthState
-from detector.service.intake import dead_letter_headers, intake
+from detector.service.intake import intake
 from detector.service.metrics import BatchAccounting, Metrics, RunStats
 from detector.service.reload import ModelWatch
-from detector.service.session import Session
+from detector.service.session import Backoff, Session
 
 log = logging.getLogger("detector")
 # Failures that end a session but not the process (after the first assignment): Kafka down or
 # refusing a write or a commit. Config and model errors are not among them.
 TRANSIENT: tuple[type[Exception], ...] = (DeliveryFailed, KafkaUnavailable)
-MAX_BACKOFF_S = 30.0
-
-
-def _freeze_heap() -> None:
-    """Move every object alive now (TensorFlow, Keras, the model: ~340k objects) out of the
-    garbage collector's reach. A full collection over them takes ~155 ms on this 2-core machine:
-    a pause every event in flight would wait out (the latency p99). Called once the model is in."""
-    gc.collect()
-    gc.freeze()
 
 
 class Detector:
@@ -82,8 +72,6 @@ class Detector:
         self._stop = threading.Event()
         self._deadline: Deadline | None = None  # the shutdown's, from the stop request on
         self._source_tag = record.source_tag(s.kafka.input_topic)
-        # One line per 10 s at most for bad events: a flood of them must not flood the logs.
-        self._dlq_log = RateLimited(log, every=10.0)
         self._install(artifact or load_artifact(s.model.path, self.spec))
 
     def _install(self, art: Artifact) -> None:
@@ -158,33 +146,31 @@ class Detector:
             "starting: model %s, threshold %.4f, input %s, group %s, client %s",
             *(a.version, a.threshold.value, s.kafka.input_topic, s.kafka.group_id, s.kafka.client),
         )
-        _freeze_heap()
+        freeze_heap()
         h = s.http
         with HealthServer(self.registry, self.health, h.host, h.port, h.auth(), h.tls()) as server:
             self.http_port = server.port
             log.info("metrics and health on %s://%s:%d", "https" if h.tls() else "http", h.host, server.port)
-            failures, was_ready = 0, False
+            backoff, was_ready = Backoff(), False
             while True:
-                started = time.monotonic()
+                backoff.started()
                 try:
                     self._session(max_events, until)
                     break
                 except TRANSIENT as exc:
-                    was_ready = was_ready or self._ever_assigned()
+                    was_ready = was_ready or (self.session is not None and self.session.ever_assigned)
                     if not was_ready:
                         raise
-                    # A session that ran a while was a recovery: the next failure starts the backoff over.
-                    failures = 1 if time.monotonic() - started > 2 * MAX_BACKOFF_S else failures + 1
-                    backoff = min(2.0 ** (failures - 1), MAX_BACKOFF_S)
+                    wait = backoff.failed()
                     self.metrics.session_restarts.inc()
                     self.down = f"Kafka failure, resuming from the last checkpoint: {exc}"
                     log.error(
                         "Kafka failure (%s); nothing committed since the last checkpoint; resuming from it in %.0fs",
-                        *(exc, backoff),
+                        *(exc, wait),
                     )
                     self._install(self.artifact)  # drop state not yet saved: the changelog has the truth
                     self.checkpoints.reset()
-                    if self._stop.wait(backoff) or (until is not None and time.monotonic() >= until):
+                    if self._stop.wait(wait) or (until is not None and time.monotonic() >= until):
                         break
             st = self.stats
             log.info(
@@ -193,9 +179,6 @@ class Detector:
             )
         self.down = "stopped"
         return self.stats
-
-    def _ever_assigned(self) -> bool:
-        return self.session is not None and self.session.ever_assigned
 
     def _session(self, max_events: int | None, until: float | None) -> None:
         """One connection to Kafka: open the session's clients, loop, checkpoint, close."""
@@ -221,19 +204,14 @@ class Detector:
         t0 = time.perf_counter()
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.monotonic()
-        now, out, k = self.clock(), self.session.outbox, self.settings.kafka
+        now = self.clock()
         batch = intake(records, self.spec, self.settings.runtime, self.table, now)
-        for r, exc in batch.dead:
-            out.send(k.dead_letter_topic, r.key, r.value, dead_letter_headers(r, exc))
-            self.metrics.dead_letters.labels(reason=exc.reason).inc()
-            self._dlq_log.warning("dead-lettered %d events since the last line; latest: %s", str(exc)[:200])
         self.stats.already_applied += batch.already_applied
         scores = self.scorer.score_many(batch.events, now, batch.partitions)
         np.maximum.at(self.table.offset, scores.slots, batch.offsets)  # each stream's applied offset
         alerts = self.policy.alerts_for(batch.events, scores, now) if batch.events else []
         self.metrics.effective_threshold.set(self.policy.effective_threshold)
-        for a in alerts:
-            out.send(k.alerts_topic, a["stream_id"].encode(), dumps(a))
+        self.session.publish(alerts, batch.dead)
         self.checkpoints.track(records)
         self.accounting.batch(
             len(records),
@@ -263,7 +241,7 @@ class Detector:
         old = self.artifact.version
         self._install(art)
         self.metrics.model_reloads.labels(result="ok").inc()
-        _freeze_heap()
+        freeze_heap()
         log.info(
             "model reloaded: %s -> %s (threshold %.4f); streams restart cold", old, art.version, art.threshold.value
         )

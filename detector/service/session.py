@@ -17,14 +17,17 @@ from __future__ import annotations
 import logging
 import time
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from detector.config import KafkaConfig
+from detector.core.features import dumps
 from detector.core.state import StreamTable
-from detector.exceptions import DetectorError
+from detector.exceptions import DetectorError, InvalidEvent
 from detector.kafka.base import Client, Partition, Record, Sink, Source
+from detector.logs import RateLimited
 from detector.service.checkpointing import STALL_S, Checkpointer, Io
 from detector.service.deadline import Deadline
+from detector.service.intake import dead_letter_headers
 from detector.service.metrics import Metrics
 from detector.service.outbox import Outbox
 
@@ -32,6 +35,24 @@ log = logging.getLogger("detector")
 # Each client close waits at most this long when no shutdown deadline is running (a session
 # ending on a failure): long enough to leave the group cleanly, short enough to resume soon.
 CLOSE_S = 5.0
+# Sessions after a failure start after 1, 2, 4 ... this many seconds.
+MAX_BACKOFF_S = 30.0
+
+
+class Backoff:
+    """The wait before the next session: doubling per failure, from 1 s again after a session
+    that ran a while (it was a recovery)."""
+
+    def __init__(self) -> None:
+        self.failures, self._started = 0, time.monotonic()
+
+    def started(self) -> None:
+        self._started = time.monotonic()
+
+    def failed(self) -> float:
+        ran = time.monotonic() - self._started
+        self.failures = 1 if ran > 2 * MAX_BACKOFF_S else self.failures + 1
+        return min(2.0 ** (self.failures - 1), MAX_BACKOFF_S)
 
 
 class Owner(Protocol):
@@ -61,6 +82,8 @@ class Session:
         self._state: Sink | None = None
         self._source: Source | None = None
         self._outbox: Outbox | None = None
+        # One line per 10 s at most for bad events: a flood of them must not flood the logs.
+        self._dlq_log = RateLimited(log, every=10.0)
 
     def __enter__(self) -> Session:
         self._prepare_topics()
@@ -108,6 +131,16 @@ class Session:
     def io(self) -> Io:
         assert self._outbox is not None and self._state is not None and self._source is not None
         return Io(self._outbox, self._state, self._source)
+
+    def publish(self, alerts: list[dict[str, Any]], dead: list[tuple[Record, InvalidEvent]]) -> None:
+        """Hand a batch's dead letters and alerts to the outbox (sent now, kept until acked)."""
+        k, out, m = self.cfg, self.outbox, self.owner.metrics
+        for r, exc in dead:
+            out.send(k.dead_letter_topic, r.key, r.value, dead_letter_headers(r, exc))
+            m.dead_letters.labels(reason=exc.reason).inc()
+            self._dlq_log.warning("dead-lettered %d events since the last line; latest: %s", str(exc)[:200])
+        for a in alerts:
+            out.send(k.alerts_topic, a["stream_id"].encode(), dumps(a))
 
     def readiness(self) -> tuple[bool, str]:
         if self.rebalancing:

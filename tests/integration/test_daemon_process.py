@@ -14,7 +14,7 @@ import orjson
 import pytest
 import yaml
 
-from simulators.output import read_jsonl
+from detector.jsonl import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.kafka_io import produce, read_all
 

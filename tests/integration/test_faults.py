@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from detector.config import Settings
+from detector.jsonl import read_jsonl
 from detector.offline.evaluate import score_dataset
-from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.conftest import Broker
 from tests.integration.kafka_io import all_committed, committed, read_all

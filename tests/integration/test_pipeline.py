@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from detector.config import Settings
+from detector.jsonl import read_jsonl
 from detector.service.loop import Detector
-from simulators.output import read_jsonl
 from tests.helpers import wait_for
 from tests.integration.kafka_io import committed, end_offsets, produce, read_all
 

@@ -16,8 +16,8 @@ import orjson
 import pytest
 import yaml
 
+from detector.jsonl import read_jsonl
 from detector.service.loop import Detector
-from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.anomalies import with_blatant
 from tests.integration.conftest import require

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from simulators.output import read_jsonl
+from detector.jsonl import read_jsonl
 from tests.helpers import wait_for
 from tests.integration.conftest import require
 from tests.integration.kafka_io import all_committed, produce

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from detector.config import Settings
+from detector.jsonl import read_jsonl
 from detector.offline.training import train_from_file
 from detector.service.loop import Detector
-from simulators.output import read_jsonl
 from tests.helpers import wait_for
 from tests.integration.kafka_io import produce
 from tests.integration.test_pipeline import settings_for

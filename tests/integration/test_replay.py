@@ -10,8 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from detector.jsonl import write_jsonl
 from simulators.cards import simulate_cards
-from simulators.output import card_records, write_jsonl
+from simulators.output import card_records
 from simulators.scenario import Scenario
 from tests.integration.kafka_io import read_all
 

@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from detector.config import Settings
+from detector.jsonl import read_jsonl
 from detector.service.loop import Detector
-from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.conftest import Broker, require
 from tests.integration.kafka_io import produce, read_all

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from detector.config import Settings
+from detector.jsonl import read_jsonl
 from detector.offline.evaluate import score_dataset
 from detector.service.loop import Detector
-from simulators.output import read_jsonl
 from tests.helpers import free_port, wait_for
 from tests.integration.kafka_io import all_committed, committed, produce, read_all
 from tests.integration.test_pipeline import alert_everything_model, settings_for

@@ -89,8 +89,8 @@ def test_demo_retrains_a_model_trained_with_other_settings(tmp_path: Path) -> No
     import json
 
     from detector import __version__
-    from detector.cli.demo import _stale
     from detector.config import Settings
+    from simulators.demo import _stale
 
     s = Settings()
     assert _stale(tmp_path, s) == "no model there yet"

@@ -11,7 +11,7 @@ import pytest
 
 from detector.cli.main import main
 from detector.exceptions import DataError
-from simulators.output import read_jsonl
+from detector.jsonl import read_jsonl
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]]:

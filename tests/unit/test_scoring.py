@@ -353,7 +353,7 @@ def test_scores_do_not_change_when_label_fields_are_removed(
 ) -> None:
     import orjson
 
-    from simulators.output import read_jsonl
+    from detector.jsonl import read_jsonl
 
     spec = art.bind(FeatureSpec(small_settings.features))
     lines = list(read_jsonl(test_file))

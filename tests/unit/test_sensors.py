@@ -7,7 +7,7 @@ import numpy as np
 
 from detector.config import load_config
 from detector.core.features import FeatureSpec
-from simulators.output import write_jsonl
+from detector.jsonl import write_jsonl
 from simulators.sensors import FAULTS, SENSORS, sensor_records, simulate_sensors
 
 ROOT = Path(__file__).resolve().parents[2]

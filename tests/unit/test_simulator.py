@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from detector.jsonl import write_jsonl
 from simulators.cards import DAY, HOUR, simulate_cards
-from simulators.output import card_records, write_jsonl
+from simulators.output import card_records
 from simulators.scenario import FRAUD_TYPES, Scenario
 
 ALL = Scenario(fraud_share=0.3, mix={t: 1.0 for t in FRAUD_TYPES})

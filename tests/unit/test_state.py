@@ -55,7 +55,7 @@ def test_idle_ttl_expires_old_streams() -> None:
 def test_state_bytes_per_stream_at_default_sizes_is_under_2_kib() -> None:
     t = StreamTable(max_streams=1000, units=32, window=16, n_features=22)
     t.slots_for([f"s{i}" for i in range(1000)], now=0.0)
-    assert t.state_bytes() / len(t) <= 2048
+    assert t.bytes_per_stream() <= 2048
 
 
 def test_only_streams_in_the_changelog_get_a_tombstone_when_evicted() -> None:

@@ -6,7 +6,7 @@ training events.
     scores = det.score_many(test_events).score   # higher = more anomalous; streams carry over
     det.save(folder); det = load_scorer(folder, spec, warmup)   # detector.offline.scorers
 
-`iforest` (scikit-learn), `copod` and `ecod` (PyOD) work on the aggregate features
+`iforest` (scikit-learn), `copod` and `ecod` (as PyOD defines them) work on the aggregate features
 (detector.offline.baselines.aggregate), standardised on the training data; `rules` is what an
 analyst writes in an afternoon, over the same features, each rule's cut and weight fitted on the
 training data only; `zscore` is the rolling z-score of each numeric field against the stream's
@@ -103,12 +103,20 @@ class Baseline:
 
 
 class _Tabular(Baseline):
-    """A PyOD or scikit-learn detector over standardised aggregate features."""
+    """Isolation Forest (scikit-learn), COPOD or ECOD over standardised aggregate features.
+
+    COPOD and ECOD score as PyOD defines them, with the empirical CDFs of the training data
+    alone: PyOD's own decision_function ranks a batch among the training data and the batch
+    together, so an event's score would depend on the other events scored with it (and the test
+    set would shape its own reference). On training rows the two agree exactly (a unit test
+    checks it against PyOD)."""
 
     def __init__(self, name: str, spec: FeatureSpec, seed: int) -> None:
         super().__init__(name, spec, seed)
         self.model: Any = None
         self.mean = self.std = np.zeros(0)
+        self.sorted = np.zeros((0, 0))  # each training column, sorted (COPOD, ECOD)
+        self.skew = np.zeros(0)  # each training column's skewness sign
 
     def fit_matrix(self, x: np.ndarray, names: list[str]) -> None:
         super().fit_matrix(x, names)
@@ -117,16 +125,28 @@ class _Tabular(Baseline):
         if self.name == "iforest":
             ensemble = _require("sklearn.ensemble")
             self.model = ensemble.IsolationForest(n_estimators=200, random_state=self.seed).fit(z)
-        elif self.name == "copod":
-            self.model = _require("pyod.models.copod").COPOD().fit(z)
         else:
-            self.model = _require("pyod.models.ecod").ECOD().fit(z)
+            self.sorted = np.sort(z, axis=0)
+            # A column constant in training has no skew (scipy: nan): both tails count alike.
+            self.skew = np.nan_to_num(np.sign(_require("scipy.stats").skew(z, axis=0)), nan=0.0)
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         z = (x - self.mean) / self.std
         if self.name == "iforest":
             return np.asarray(-self.model.score_samples(z))
-        return np.asarray(self.model.decision_function(z))
+        return self._copula(z)
+
+    def _copula(self, z: np.ndarray) -> np.ndarray:
+        n, cols = len(self.sorted), range(z.shape[1])
+        # P(X <= x) and P(X >= x) under each training column's ECDF; beyond the training range
+        # the tail is 1/(n+1), just past the most extreme training value.
+        below = np.stack([np.searchsorted(self.sorted[:, j], z[:, j], side="right") for j in cols], axis=1)
+        above = n - np.stack([np.searchsorted(self.sorted[:, j], z[:, j], side="left") for j in cols], axis=1)
+        u_l = -np.log(np.maximum(below / n, 1.0 / (n + 1)))
+        u_r = -np.log(np.maximum(above / n, 1.0 / (n + 1)))
+        u_skew = u_l * -np.sign(self.skew - 1) + u_r * np.sign(self.skew + 1)
+        other = (u_l + u_r) / 2 if self.name == "copod" else np.maximum(u_l, u_r)
+        return np.asarray(np.maximum(u_skew, other).sum(axis=1))
 
 
 class Rules(Baseline):

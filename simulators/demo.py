@@ -1,4 +1,5 @@
 """`detector demo` (what `make demo` runs): the whole product on a local broker, then a summary.
+A development tool beside the simulators, not part of the daemon.
 
 Steps, each printed as it happens: start the local broker (unless one already answers), simulate
 training and test streams, train the default model if none exists, start `detector run` as a

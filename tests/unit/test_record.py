@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from detector.core import record as checkpoint
-from detector.core.record import decode_into, encode, encode_many, record_size
+from detector.core.record import decode_into, encode_many, record_size
 from detector.core.state import DURABLE, StreamTable
 
 
@@ -36,6 +36,10 @@ def filled_table(
     ("sketch_words", "categorical", "embedded", "n_numeric"),
     [(0, (), (), 1), (8, (), (), 2), (0, (3, 4), (), 1), (4, (3,), (), 3), (0, (3,), (4, 2), 1)],
 )
+def encode(t: StreamTable, slot: int, version: str, source: int = 0) -> bytes:
+    return encode_many(t, np.array([slot]), version, source)[0]
+
+
 def test_round_trip_restores_every_field(
     sketch_words: int, categorical: tuple[int, ...], embedded: tuple[int, ...], n_numeric: int
 ) -> None:
