@@ -30,6 +30,9 @@ DEFAULT_CONFIG = "config/detector.yaml"
 # The entry point group of commands added by other packages: each is `register(add)`, where
 # `add(name, help)` returns the command's argparse parser (set `func` on it).
 COMMANDS = "detector.commands"
+# The watchdog fires this long after the shutdown budget: time for the deadline's own error line
+# and the exit. Deploy files give the process more (terminationGracePeriodSeconds 40 > 20 + 5).
+WATCHDOG_GRACE_S = 5.0
 
 
 def config_of(args: argparse.Namespace) -> Settings:
@@ -102,9 +105,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
         app.stop()
         if interrupts == 1:
-            # The budget of a clean stop (finish the batch, checkpoint, close). Past it something
-            # hangs (a broker that stopped answering): exit non-zero rather than hang the caller.
-            budget = settings.runtime.shutdown_timeout_seconds
+            # A backstop. The stop's own deadline (detector.service.deadline, from app.stop())
+            # ends the checkpoint's flushes and the client closes inside the budget, or says which
+            # step ran out; this only catches a call that takes no timeout at all (librdkafka's
+            # consumer close) hanging past it: exit non-zero rather than hang the caller.
+            budget = settings.runtime.shutdown_timeout_seconds + WATCHDOG_GRACE_S
 
             def give_up() -> None:
                 log.error("clean stop exceeded %.0fs: exiting", budget)

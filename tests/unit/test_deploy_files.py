@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from detector.cli.main import WATCHDOG_GRACE_S
 from detector.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +134,7 @@ def test_kubernetes_manifests_run_the_daemon_safely() -> None:
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
-    assert spec["terminationGracePeriodSeconds"] > DEFAULTS.runtime.shutdown_timeout_seconds
+    assert spec["terminationGracePeriodSeconds"] > DEFAULTS.runtime.shutdown_timeout_seconds + WATCHDOG_GRACE_S
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
@@ -172,7 +173,7 @@ def test_systemd_unit_restarts_on_failure_with_a_stop_budget_and_hardening() -> 
             k, v = line.split("=", 1)
             unit.setdefault(k, []).append(v)
     assert unit["Restart"] == ["on-failure"]
-    assert int(unit["TimeoutStopSec"][0]) > DEFAULTS.runtime.shutdown_timeout_seconds
+    assert int(unit["TimeoutStopSec"][0]) > DEFAULTS.runtime.shutdown_timeout_seconds + WATCHDOG_GRACE_S
     assert unit["User"] == ["detector"] and unit["KillSignal"] == ["SIGTERM"]
     assert unit["ExecStart"][0].split()[1:3] == ["run", "--config"]
     for key in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "RestrictSUIDSGID"):
