@@ -32,14 +32,14 @@ def filled_table(
     return t, slot
 
 
-@pytest.mark.parametrize(
-    ("sketch_words", "categorical", "embedded", "n_numeric"),
-    [(0, (), (), 1), (8, (), (), 2), (0, (3, 4), (), 1), (4, (3,), (), 3), (0, (3,), (4, 2), 1)],
-)
 def encode(t: StreamTable, slot: int, version: str, source: int = 0) -> bytes:
     return encode_many(t, np.array([slot]), version, source)[0]
 
 
+@pytest.mark.parametrize(
+    ("sketch_words", "categorical", "embedded", "n_numeric"),
+    [(0, (), (), 1), (8, (), (), 2), (0, (3, 4), (), 1), (4, (3,), (), 3), (0, (3,), (4, 2), 1)],
+)
 def test_round_trip_restores_every_field(
     sketch_words: int, categorical: tuple[int, ...], embedded: tuple[int, ...], n_numeric: int
 ) -> None:
