@@ -64,6 +64,9 @@ class KafkaConfig(_Section):
     alerts_topic: str = "alerts"
     dead_letter_topic: str = "events.dlq"
     state_topic: str = "detector-state"
+    # Analysts' verdicts on alerts (detector.core.feedback), keyed by stream id, with as many
+    # partitions as the input topic: the instance that owns a stream also reads its verdicts.
+    verdicts_topic: str = "alerts.verdicts"
     group_id: str = "detector"
     create_topics: bool = True
     partitions: int = Field(4, ge=1)
@@ -258,6 +261,15 @@ class AlertsConfig(_Section):
     passthrough_fields: tuple[str, ...] = ("amount", "merchant_id", "country", "channel")
 
 
+class FeedbackConfig(_Section):
+    # After a `legit` verdict a stream's alerts are quiet for this long from the verdict (event
+    # time), unless an event scores at the critical level. A day: an analyst who cleared a card
+    # does not want the same pattern back within the hour; a new kind of fraud still pages.
+    legit_quiet_seconds: float = Field(86_400.0, ge=0)
+    # detector_alert_precision: fraud over fraud + legit among the last this many verdicts.
+    precision_window: int = Field(200, ge=1, le=100_000)
+
+
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
@@ -310,6 +322,7 @@ class Settings(BaseSettings):
     model: ModelConfig = ModelConfig()
     state: StateConfig = StateConfig()
     alerts: AlertsConfig = AlertsConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     http: HttpConfig = HttpConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 

@@ -13,6 +13,7 @@ class ConfigError(DetectorError):
 INVALID_REASONS = (
     "bad_id",
     "bad_timestamp",
+    "bad_verdict",
     "clock_skew",
     "empty",
     "missing_field",
@@ -21,6 +22,8 @@ INVALID_REASONS = (
     "out_of_range",
     "oversized",
     "undecodable",
+    "unknown_alert",
+    "unknown_stream",
     "wrong_type",
 )
 

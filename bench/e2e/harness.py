@@ -148,6 +148,7 @@ def daemon_settings(base: Settings, bootstrap: str, topic: str, model: Path, tag
         input_topic=topic,
         alerts_topic=f"alerts-{tag}",
         dead_letter_topic=f"dlq-{tag}",
+        verdicts_topic=f"verdicts-{tag}",
         state_topic=f"state-{tag}",
         group_id=f"det-{tag}",
     )

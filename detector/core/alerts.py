@@ -69,9 +69,27 @@ class AlertPolicy:
             return np.full(len(scores.score), self.threshold.value)
         return self.budget.thresholds(scores.score, scores.warming)
 
-    def alerts_for(self, events: list[ParsedEvent], scores: BatchScores, detected_at: float) -> list[dict[str, Any]]:
+    def alerts_for(
+        self,
+        events: list[ParsedEvent],
+        scores: BatchScores,
+        detected_at: float,
+        quiet_until: np.ndarray | None = None,
+        confirmed: np.ndarray | None = None,
+        source: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The alerts of a scored batch. `quiet_until` and `confirmed` are each event's stream's
+        verdict state (detector.core.feedback): a quiet stream's alert goes out only at the
+        critical level (the others count as suppressed); a confirmed one's carries
+        `confirmed_stream: true`. `source` (input partitions, offsets) goes into each alert, so a
+        console can read the stream's events that led to it."""
         limits = self.limits(scores)
         hits = np.flatnonzero(is_alert(scores.score, scores.warming, limits))
+        if quiet_until is not None and len(hits):
+            ts = np.array([events[i].ts for i in hits.tolist()])
+            quiet = (ts < quiet_until[hits]) & (scores.score[hits] < self.threshold.critical)
+            self.suppressed_total += int(quiet.sum())
+            hits = hits[~quiet]
         if len(hits) == 0:
             return []
         out = []
@@ -108,5 +126,9 @@ class AlertPolicy:
             }
             if scores.driver is not None:
                 alert["driven_by"] = DRIVER_OF_PART[int(scores.driver[i])]
+            if confirmed is not None and confirmed[i]:
+                alert["confirmed_stream"] = True
+            if source is not None:
+                alert["source_partition"], alert["source_offset"] = int(source[0][i]), int(source[1][i])
             out.append(alert)
         return out

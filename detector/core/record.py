@@ -25,8 +25,8 @@ from detector.core.state import DURABLE, StreamTable
 MAGIC = b"DS"
 # 2: ring in time order; 3: decayed recent-event count; 4: source topic; 5: novelty; 6: compact ring;
 # 7: evidence; 8: 256-bit novelty sketches; 9: the fields of detector.core.state.DURABLE, in order
-# (daily count, the stream's own mean and variance)
-FORMAT = 9
+# (daily count, the stream's own mean and variance); 10: analysts' verdicts (detector.core.feedback)
+FORMAT = 10
 _HEADER = struct.Struct("<2sB12sI")
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from detector.core.evidence import EVIDENCE_STATE
 from detector.core.features import DERIVED_STATE
+from detector.core.feedback import ALERT_MEMORY, FEEDBACK_STATE
 
 _INITIAL_CAPACITY = 1024
 _CODES = 1 << 16
@@ -52,6 +53,7 @@ _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
     "count": ((), np.int64, 0),
     **DERIVED_STATE,
     **EVIDENCE_STATE,  # the score's own state (detector.core.evidence)
+    **FEEDBACK_STATE,  # what analysts' verdicts did to the stream (detector.core.feedback)
     # Input offset of the last event applied to the stream: a replayed event at or below it
     # (after a rebalance or restart) is skipped instead of being applied to the state twice.
     "offset": ((), np.int64, -1),
@@ -65,7 +67,7 @@ _FIELDS: dict[str, tuple[object, type, float | int | bool]] = {
 }
 # What a stream's changelog record holds, in this order (detector.core.record): everything but the
 # bookkeeping of this process (partition, dirty, saved, last_seen, touched).
-DURABLE = ("count", "offset", *EVIDENCE_STATE, *DERIVED_STATE, "h", "c", "ring", "ring_cat")
+DURABLE = ("count", "offset", *EVIDENCE_STATE, *FEEDBACK_STATE, *DERIVED_STATE, "h", "c", "ring", "ring_cat")
 
 
 class StreamTable:
@@ -116,6 +118,11 @@ class StreamTable:
     evidence: np.ndarray
     s_mean: np.ndarray
     s_var: np.ndarray
+    quiet_until: np.ndarray
+    confirmed: np.ndarray
+    verdict_offset: np.ndarray
+    alerts_raised: np.ndarray
+    alert_ids: np.ndarray
     known: np.ndarray
     offset: np.ndarray
     partition: np.ndarray
@@ -135,6 +142,8 @@ class StreamTable:
             return (self.sketch_words,)
         if spec == "numeric":
             return (self.n_numeric,)
+        if spec == "alerts":
+            return (ALERT_MEMORY,)
         return ()
 
     def shape_of(self, name: str) -> tuple[int, ...]:

@@ -12,7 +12,7 @@ Nothing outside this package imports kafka-python or confluent-kafka.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
@@ -117,7 +117,14 @@ class Admin(Protocol):
 class Client(Protocol):
     """Everything the daemon, replay and the bench open on Kafka, for one client library."""
 
-    def source(self, on_assign: Callback | None = None, on_revoke: Callback | None = None) -> Source: ...
+    def source(
+        self, on_assign: Callback | None = None, on_revoke: Callback | None = None, topics: Sequence[str] = ()
+    ) -> Source:
+        """A group member on `topics` (default: the input topic). Partitions are assigned by
+        range, so partition p of co-partitioned topics (as many partitions, keyed alike) goes
+        to one member: the input's and the verdicts' of the same streams."""
+        ...
+
     def sink(self, linger_ms: int = 2, batch_bytes: int = 1 << 20) -> Sink: ...
     def admin(self) -> Admin: ...
     def read_changelog(

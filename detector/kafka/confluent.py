@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -76,9 +76,16 @@ def _on_error(err: Any) -> None:
 
 
 class ConfluentSource:
-    def __init__(self, cfg: KafkaConfig, on_assign: Callback | None = None, on_revoke: Callback | None = None) -> None:
+    def __init__(
+        self,
+        cfg: KafkaConfig,
+        on_assign: Callback | None = None,
+        on_revoke: Callback | None = None,
+        topics: Sequence[str] = (),
+    ) -> None:
         self.cfg = cfg
         self.on_assign, self.on_revoke = on_assign, on_revoke
+        self.topics = list(topics) or [cfg.input_topic]
         self._consumer: Any = None
 
     def __enter__(self) -> ConfluentSource:
@@ -97,10 +104,12 @@ class ConfluentSource:
                 # As for kafka-python: a topic or partitions unknown at the group's first join are
                 # picked up within 10 s, not librdkafka's default 5 min.
                 "topic.metadata.refresh.interval.ms": METADATA_MAX_AGE_MS,
+                # Range: co-partitioned topics stay together (see the kafka-python source).
+                "partition.assignment.strategy": "range",
             }
         )
         self._consumer.subscribe(
-            [self.cfg.input_topic],
+            self.topics,
             on_assign=lambda _c, parts: self._forward(self.on_assign, parts),
             on_revoke=lambda _c, parts: self._forward(self.on_revoke, parts),
         )
@@ -211,6 +220,10 @@ class ConfluentSink:
                 **confluent_options(self.cfg),
                 "acks": "all",
                 "enable.idempotence": True,
+                # Java's and kafka-python's partitioner (murmur2 of the key), not librdkafka's CRC-32:
+                # a stream's events and its verdicts land in the same partition number whichever
+                # client produced them (co-partitioned topics, Client.source).
+                "partitioner": "murmur2_random",
                 "linger.ms": self.linger_ms,
                 "batch.size": self.batch_bytes,
             }
@@ -330,8 +343,10 @@ class ConfluentClient:
     def __init__(self, cfg: KafkaConfig) -> None:
         self.cfg = cfg
 
-    def source(self, on_assign: Callback | None = None, on_revoke: Callback | None = None) -> ConfluentSource:
-        return ConfluentSource(self.cfg, on_assign, on_revoke)
+    def source(
+        self, on_assign: Callback | None = None, on_revoke: Callback | None = None, topics: Sequence[str] = ()
+    ) -> ConfluentSource:
+        return ConfluentSource(self.cfg, on_assign, on_revoke, topics)
 
     def sink(self, linger_ms: int = 2, batch_bytes: int = 1 << 20) -> ConfluentSink:
         return ConfluentSink(self.cfg, linger_ms, batch_bytes)

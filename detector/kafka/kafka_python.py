@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -127,15 +127,18 @@ class KafkaSource:
     def __init__(
         self,
         cfg: KafkaConfig,
-        on_assign: Callable[[list[Partition]], None] | None = None,
-        on_revoke: Callable[[list[Partition]], None] | None = None,
+        on_assign: Callback | None = None,
+        on_revoke: Callback | None = None,
+        topics: Sequence[str] = (),
     ) -> None:
         self.cfg = cfg
         self.on_assign, self.on_revoke = on_assign, on_revoke
+        self.topics = list(topics) or [cfg.input_topic]
         self._consumer: Any = None
 
     def __enter__(self) -> KafkaSource:
         from kafka import ConsumerRebalanceListener, KafkaConsumer
+        from kafka.coordinator.assignors.range import RangePartitionAssignor
 
         source = self
 
@@ -162,10 +165,13 @@ class KafkaSource:
             # not exist at startup, are noticed (and rebalanced to) within seconds. Not enough on its
             # own for a group formed without the topic's metadata: see _await_topic_metadata.
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            # Range: partition p of every subscribed topic goes to the same member, so co-partitioned
+            # topics (the input and the verdicts) stay together (see Client.source).
+            partition_assignment_strategy=(RangePartitionAssignor,),
             **client_options(self.cfg),
         )
         self._await_topic_metadata()
-        self._consumer.subscribe([self.cfg.input_topic], listener=Listener())
+        self._consumer.subscribe(self.topics, listener=Listener())
         return self
 
     def _await_topic_metadata(self) -> None:
@@ -369,8 +375,10 @@ class KafkaPythonClient:
     def __init__(self, cfg: KafkaConfig) -> None:
         self.cfg = cfg
 
-    def source(self, on_assign: Callback | None = None, on_revoke: Callback | None = None) -> KafkaSource:
-        return KafkaSource(self.cfg, on_assign, on_revoke)
+    def source(
+        self, on_assign: Callback | None = None, on_revoke: Callback | None = None, topics: Sequence[str] = ()
+    ) -> KafkaSource:
+        return KafkaSource(self.cfg, on_assign, on_revoke, topics)
 
     def sink(self, linger_ms: int = 2, batch_bytes: int = 1 << 20) -> KafkaSink:
         return KafkaSink(self.cfg, linger_ms, batch_bytes)

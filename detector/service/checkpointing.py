@@ -183,6 +183,18 @@ class Checkpointer:
             d.check(f"checkpoint ({reason}): flushing the state changelog")
             raise
 
+    def step(
+        self, io: Io, table: StreamTable, version: str, tag: int, interval: float, now: float
+    ) -> dict[Partition, int] | None:
+        """Each loop iteration: the next step of the interval checkpoint in progress, or a new one
+        when `interval` seconds have passed (idle streams expired first); the offsets committed."""
+        if self.incremental is not None:
+            return self.advance(io)
+        if self.due(interval):
+            table.expire(now)
+            return self.begin(io, table, version, tag)
+        return None
+
     def begin(self, io: Io, table: StreamTable, version: str, tag: int) -> dict[Partition, int] | None:
         """Start an interval checkpoint without stalling the loop (same order as `commit`)."""
         records = _state_records(table, version, tag)

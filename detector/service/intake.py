@@ -1,8 +1,10 @@
 """Intake: a polled batch of records into the events to score and the dead letters to publish.
 
-    batch = intake(records, spec, settings.runtime, table, now=time.time())
+    batch = intake(records, spec, settings.runtime, table, now=time.time(), verdicts_topic="alerts.verdicts")
     batch.events, batch.partitions, batch.offsets     # valid, not yet applied, in input order
-    batch.dead                                        # (record, InvalidEvent) each
+    batch.verdicts                                    # (record, Verdict) of the verdicts topic
+    batch.dead                                        # (record, InvalidEvent) each: bad events
+    batch.bad_verdicts                                # ... and bad verdicts (`verdict_records` in all)
     batch.already_applied                             # skipped: the restored state holds them
 
 Pure: no Kafka, no metrics, no clock of its own. Decoding and validation are the feature spec's
@@ -19,6 +21,7 @@ import numpy as np
 
 from detector.config import RuntimeConfig
 from detector.core.features import FeatureSpec, ParsedEvent
+from detector.core.feedback import Verdict, parse_verdict
 from detector.core.state import StreamTable
 from detector.exceptions import InvalidEvent
 from detector.kafka.base import Record
@@ -33,15 +36,33 @@ class Intake:
     partitions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     dead: list[tuple[Record, InvalidEvent]] = field(default_factory=list)
+    verdicts: list[tuple[Record, Verdict]] = field(default_factory=list)
+    bad_verdicts: list[tuple[Record, InvalidEvent]] = field(default_factory=list)
+    verdict_records: int = 0
     already_applied: int = 0
 
 
-def intake(records: list[Record], spec: FeatureSpec, rt: RuntimeConfig, table: StreamTable, now: float) -> Intake:
+def intake(
+    records: list[Record],
+    spec: FeatureSpec,
+    rt: RuntimeConfig,
+    table: StreamTable,
+    now: float,
+    verdicts_topic: str | None = None,
+) -> Intake:
+    """Records of `verdicts_topic` are verdicts (detector.core.feedback); the others events."""
     out = Intake()
     index, applied = table.index, table.offset
     events, parts, offs, dead = out.events, [], [], out.dead
     early, late = now + rt.max_future_seconds, now - rt.max_past_seconds
     for r in records:
+        if r.topic == verdicts_topic:
+            out.verdict_records += 1
+            try:
+                out.verdicts.append((r, parse_verdict(r.value or b"", rt.max_event_bytes)))
+            except InvalidEvent as exc:
+                out.bad_verdicts.append((r, exc))
+            continue
         try:
             if r.value is None:
                 raise InvalidEvent("empty", "message has no value")

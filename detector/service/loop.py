@@ -34,6 +34,7 @@ from detector.offline.scorers import artifact_scorer
 from detector.runtime import freeze_heap
 from detector.service.checkpointing import Checkpointer
 from detector.service.deadline import Deadline
+from detector.service.feedback import Feedback
 from detector.service.health import HealthServer, HealthState
 from detector.service.intake import intake
 from detector.service.metrics import BatchAccounting, Metrics, RunStats
@@ -67,6 +68,7 @@ class Detector:
         self.client = client_for(s.kafka)
         self.checkpoints = Checkpointer(s.kafka.state_topic, self.metrics)
         self.watch = ModelWatch(s.model.path, s.model.watch_seconds, self.spec, self.metrics)
+        self.feedback = Feedback(self.metrics, s.feedback)
         self.session: Session | None = None
         self.down: str | None = "starting"  # why not serving, outside the parts' own states
         self._stop = threading.Event()
@@ -123,7 +125,9 @@ class Detector:
 
     @property
     def assigned(self) -> frozenset[Partition]:
-        return frozenset() if self.session is None else self.session.assigned
+        """The input partitions this instance holds (their verdicts' partitions come with them)."""
+        held = frozenset() if self.session is None else self.session.assigned
+        return frozenset(tp for tp in held if tp[0] == self.settings.kafka.input_topic)
 
     def restore(self, partitions: list[int]) -> int:
         return self.checkpoints.restore(
@@ -190,7 +194,11 @@ class Detector:
                 self.accounting.tick(self.session.source)
                 if records:
                     self._process(records)
-                self._step_checkpoint()
+                done = self.checkpoints.step(
+                    self.session.io(), self.table, self.artifact.version, self._source_tag,
+                    self.settings.state.checkpoint_interval_seconds, self.clock(),
+                )  # fmt: skip
+                self.stats.committed_now(done or {})
                 self._maybe_reload()
                 if max_events is not None and self.stats.events >= max_events:
                     break
@@ -204,34 +212,23 @@ class Detector:
         t0 = time.perf_counter()
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = time.monotonic()
-        now = self.clock()
-        batch = intake(records, self.spec, self.settings.runtime, self.table, now)
+        now, table = self.clock(), self.table
+        batch = intake(records, self.spec, self.settings.runtime, table, now, self.settings.kafka.verdicts_topic)
         self.stats.already_applied += batch.already_applied
+        refused = batch.bad_verdicts + self.feedback.apply(table, batch.verdicts)  # verdicts before the events
         scores = self.scorer.score_many(batch.events, now, batch.partitions)
-        np.maximum.at(self.table.offset, scores.slots, batch.offsets)  # each stream's applied offset
-        alerts = self.policy.alerts_for(batch.events, scores, now) if batch.events else []
+        np.maximum.at(table.offset, scores.slots, batch.offsets)  # each stream's applied offset
+        s, source = scores.slots, (batch.partitions, batch.offsets)
+        alerts = self.policy.alerts_for(batch.events, scores, now, table.quiet_until[s], table.confirmed[s], source)
+        self.feedback.raised(table, alerts)
         self.metrics.effective_threshold.set(self.policy.effective_threshold)
-        self.session.publish(alerts, batch.dead)
+        self.session.publish(alerts, batch.dead + refused)
         self.checkpoints.track(records)
         self.accounting.batch(
-            len(records),
+            len(records) - batch.verdict_records,
             *(batch.events, len(batch.dead), scores, alerts, self.policy.suppressed_total),
             *(self.table, now, time.perf_counter() - t0),
         )
-
-    def _step_checkpoint(self) -> None:
-        """Start an interval checkpoint when due, or take the next step of the one in progress."""
-        assert self.session is not None
-        cp, io = self.checkpoints, self.session.io()
-        if cp.incremental is not None:
-            done = cp.advance(io)
-        elif cp.due(self.settings.state.checkpoint_interval_seconds):
-            self.table.expire(self.clock())
-            done = cp.begin(io, self.table, self.artifact.version, self._source_tag)
-        else:
-            return
-        if done is not None:
-            self.stats.committed_now(done)
 
     def _maybe_reload(self) -> None:
         art = self.watch.poll(self.artifact.version)

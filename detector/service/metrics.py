@@ -20,6 +20,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from detector.core.features import ParsedEvent
+from detector.core.feedback import VERDICTS
 from detector.core.scoring import BatchScores
 from detector.exceptions import INVALID_REASONS
 from detector.kafka.base import Partition
@@ -37,6 +38,8 @@ SEVERITIES = ("warning", "critical")
 TOP_STREAMS = 10
 TOP_STREAMS_PERIOD_S = 15.0
 CHECKPOINT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Verdicts come from people: minutes for a live triage queue, days for a chargeback feed.
+VERDICT_DELAY_BUCKETS = (10, 30, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
 # Consumer lag (a gauge for dashboards) is read from the client at most this often.
 LAG_EVERY_S = 1.0
 
@@ -67,6 +70,9 @@ class Metrics:
     session_restarts: Counter
     paused: Gauge
     output_retries: Counter
+    verdicts: Counter
+    alert_precision: Gauge
+    verdict_delay: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "detector") -> Metrics:
@@ -81,6 +87,9 @@ class Metrics:
             m.dead_letters.labels(reason=reason)
         for result in ("ok", "refused"):
             m.model_reloads.labels(result=result)
+        for verdict in VERDICTS:
+            for severity in (*SEVERITIES, "unknown"):
+                m.verdicts.labels(verdict=verdict, severity=severity)
         return m
 
     @classmethod
@@ -124,6 +133,24 @@ class Metrics:
             model_info=Info(f"{p}_model", "The serving model", registry=r),
             rebalances=Counter(f"{p}_rebalances", "Partition assignments and revocations", registry=r),
             model_reloads=Counter(f"{p}_model_reloads", "Model reload attempts, by result", ["result"], registry=r),
+            verdicts=Counter(
+                f"{p}_verdicts",
+                "Analysts' verdicts applied, by verdict and the judged alert's severity (unknown: raised "
+                "before this process started)",
+                ["verdict", "severity"],
+                registry=r,
+            ),
+            alert_precision=Gauge(
+                f"{p}_alert_precision",
+                "fraud / (fraud + legit) over the last feedback.precision_window verdicts (NaN before any)",
+                registry=r,
+            ),
+            verdict_delay=Histogram(
+                f"{p}_verdict_delay_seconds",
+                "From an alert's detection to its verdict (alerts this process raised)",
+                buckets=VERDICT_DELAY_BUCKETS,
+                registry=r,
+            ),
             ready=Gauge(f"{p}_ready", "1 when the model is loaded and partitions are assigned", registry=r),
             last_loop=Gauge(f"{p}_last_loop_timestamp_seconds", "Unix time of the last loop iteration", registry=r),
             session_restarts=Counter(

@@ -91,7 +91,8 @@ class Session:
             self._sink = self.client.sink().__enter__()
             self._outbox = Outbox(self._sink)
             self._state = self.client.sink().__enter__()
-            self._source = self.client.source(self._on_assign, self._on_revoke).__enter__()
+            topics = (self.cfg.input_topic, self.cfg.verdicts_topic)
+            self._source = self.client.source(self._on_assign, self._on_revoke, topics).__enter__()
         except BaseException:
             self.close(None)
             raise
@@ -218,19 +219,17 @@ class Session:
             self._callback_error = exc
             return
         self.assigned = self.assigned - set(partitions)
-        dropped = self.owner.table.drop_partitions({p for _, p in partitions})
-        log.info(
-            "partitions revoked: %s (checkpointed, %d streams handed over)", sorted(p for _, p in partitions), dropped
-        )
+        dropped = self.owner.table.drop_partitions({p for t, p in partitions if t == self.cfg.input_topic})
+        log.info("partitions revoked: %s (checkpointed, %d streams handed over)", sorted(partitions), dropped)
 
     def _on_assign(self, partitions: list[Partition]) -> None:
         self.owner.metrics.rebalances.inc()
         try:
-            restored = self.owner.restore(sorted(p for _, p in partitions))
+            restored = self.owner.restore(sorted(p for t, p in partitions if t == self.cfg.input_topic))
         except BaseException as exc:  # noqa: BLE001 - see _on_revoke
             self._callback_error = exc
             return
         self.assigned = self.assigned | set(partitions)
         self.ever_assigned = self.ever_assigned or bool(partitions)
         self.rebalancing = False
-        log.info("partitions assigned: %s (%d streams restored)", sorted(p for _, p in partitions), restored)
+        log.info("partitions assigned: %s (%d streams restored)", sorted(partitions), restored)

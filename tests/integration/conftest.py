@@ -63,6 +63,7 @@ def _names(client: str) -> dict[str, str]:
         "input": f"events-{u}",
         "alerts": f"alerts-{u}",
         "dlq": f"dlq-{u}",
+        "verdicts": f"verdicts-{u}",
         "state": f"state-{u}",
         "group": f"group-{u}",
     }

@@ -47,6 +47,7 @@ def test_run_process_scores_serves_metrics_and_exits_0_on_sigterm(  # type: igno
         input_topic=names["input"],
         alerts_topic=names["alerts"],
         dead_letter_topic=names["dlq"],
+        verdicts_topic=names["verdicts"],
         state_topic=names["state"],  # a changelog shared with another test's run would skip its offsets
         group_id=names["group"],
         client=names["client"],

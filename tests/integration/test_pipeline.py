@@ -100,6 +100,7 @@ def settings_for(base: Settings, broker_bootstrap: str, names: dict[str, str], m
         input_topic=names["input"],
         alerts_topic=names["alerts"],
         dead_letter_topic=names["dlq"],
+        verdicts_topic=names["verdicts"],
         state_topic=names["state"],
         group_id=names["group"],
         client=names["client"],

@@ -92,7 +92,7 @@ def test_compose_brings_up_every_service_with_existing_files() -> None:
     # The topics the one-shot creator makes are the config's defaults.
     made = s["topics"]["command"][0]
     k = DEFAULTS.kafka
-    for topic in (k.input_topic, k.alerts_topic, k.dead_letter_topic, k.state_topic):
+    for topic in (k.input_topic, k.alerts_topic, k.dead_letter_topic, k.state_topic, k.verdicts_topic):
         assert topic in made
     assert "cleanup.policy=compact" in made
     prom = [v.split(":")[0] for v in s["prometheus"]["volumes"] if v.startswith(".")]

@@ -13,6 +13,8 @@ def _random(t: StreamTable, name: str, slots: np.ndarray, rng: np.random.Generat
     shape = arr[slots].shape
     if arr.dtype.kind == "f":
         arr[slots] = rng.standard_normal(shape)
+    elif arr.dtype.kind == "b":
+        arr[slots] = rng.integers(0, 2, shape).astype(bool)
     else:
         arr[slots] = rng.integers(0, min(np.iinfo(arr.dtype).max, 2**62), shape, dtype=arr.dtype)
 
