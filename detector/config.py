@@ -270,6 +270,28 @@ class FeedbackConfig(_Section):
     precision_window: int = Field(200, ge=1, le=100_000)
 
 
+class ConsoleConfig(_Section):
+    """`detector console`: the analysts' triage page (detector.console)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9200, ge=0, le=65535)
+    # The console's own copy of the alerts (SQLite; SQL lives in detector/console/store.py only).
+    db_path: Path = Path("data/console.sqlite")
+    # Who may log in: one line per analyst, `name:scrypt$...` (`detector console --add-user NAME`).
+    users_file: Path = Path("data/console-users")
+    # Signs the session cookie; unset: a random one per start (everyone logs in again after a restart).
+    session_secret: SecretStr | None = None
+    # Consumer group of the console's alerts reader (independent of the daemons' group).
+    group_id: str = "detector-console"
+    page_size: int = Field(50, ge=1, le=1000)
+    # The alert list reloads itself this often (its filter is in the URL, so it stays).
+    refresh_seconds: int = Field(10, ge=0, le=3600)
+    # The stream's events shown on an alert's page: at most this many before the alert, found
+    # among the input partition's last `events_scan` records up to the alert's offset.
+    recent_events: int = Field(50, ge=1, le=1000)
+    events_scan: int = Field(20_000, ge=1, le=1_000_000)
+
+
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
@@ -323,6 +345,7 @@ class Settings(BaseSettings):
     state: StateConfig = StateConfig()
     alerts: AlertsConfig = AlertsConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    console: ConsoleConfig = ConsoleConfig()
     http: HttpConfig = HttpConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 

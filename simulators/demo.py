@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -84,6 +85,7 @@ def demo(args: argparse.Namespace) -> int:
     bootstrap = f"127.0.0.1:{port}"
     started_broker = False
     daemon: subprocess.Popen[bytes] | None = None
+    console: subprocess.Popen[bytes] | None = None
     data_dir = ROOT / ".cache" / "demo-kafka"
     try:
         say(f"starting a local Apache Kafka broker on {bootstrap}")
@@ -130,6 +132,7 @@ def demo(args: argparse.Namespace) -> int:
             "INPUT_TOPIC": f"demo-events-{run_id}",
             "ALERTS_TOPIC": f"demo-alerts-{run_id}",
             "DEAD_LETTER_TOPIC": f"demo-dlq-{run_id}",
+            "VERDICTS_TOPIC": f"demo-verdicts-{run_id}",
             "GROUP_ID": f"demo-{run_id}",
         }
         env = {
@@ -172,8 +175,16 @@ def demo(args: argparse.Namespace) -> int:
         _wait(lambda: _metric(metrics_url, "detector_events_total") >= n_events, 300, "all events scored")
         alerts = _read_alerts(bootstrap, topics["ALERTS_TOPIC"], int(_metric(metrics_url, "detector_alerts_total")))
         _summary(test_file, alerts, metrics_url)
+        console = _console(py, cfg_path, env, settings, run_id)
         return 0
     finally:
+        if console is not None and console.poll() is None:
+            say("stopping the console")
+            console.send_signal(signal.SIGTERM)
+            try:
+                console.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                console.kill()
         if daemon is not None and daemon.poll() is None:
             say("stopping the daemon (SIGTERM)")
             daemon.send_signal(signal.SIGTERM)
@@ -184,6 +195,42 @@ def demo(args: argparse.Namespace) -> int:
         if started_broker:
             say("stopping the local broker")
             subprocess.run([str(BROKER), "stop", "--port", str(port), "--data-dir", str(data_dir)], check=False)
+
+
+def _console(
+    py: str, cfg_path: str, env: dict[str, str], settings: Settings, run_id: str
+) -> subprocess.Popen[bytes] | None:
+    """`detector console` beside the daemon, on this run's topics, with a fresh login; it stays
+    until the user presses Enter (at once when stdin is not a terminal: tests, CI)."""
+    from detector.console.users import add_user
+
+    users, password = DATA / "demo-console-users", secrets.token_urlsafe(9)
+    add_user(users, "analyst", password)
+    env = {
+        **env,
+        "DETECTOR__CONSOLE__USERS_FILE": str(users),
+        "DETECTOR__CONSOLE__DB_PATH": str(DATA / f"demo-console-{run_id}.sqlite"),
+        "DETECTOR__CONSOLE__GROUP_ID": f"demo-console-{run_id}",
+    }
+    c = settings.console
+    url = f"http://{c.host}:{c.port}"
+    say(f"starting the analysts' console: detector console ({url})")
+    proc = subprocess.Popen([py, "-m", "detector.cli", "console", "--config", cfg_path], env=env)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the console exited with {proc.returncode}")
+        try:
+            return urllib.request.urlopen(url + "/healthz", timeout=2).status == 200  # noqa: S310 - our own port
+        except OSError:
+            return False
+
+    _wait(up, 60, "the console to answer")
+    print(f"  console           {url}  (log in as analyst / {password})")
+    print("  triage an alert there: a legit verdict quiets its card; the daemon counts verdicts")
+    if sys.stdin.isatty():
+        input("\npress Enter to stop the console, the daemon and the broker ")
+    return proc
 
 
 def _read_alerts(bootstrap: str, topic: str, expect: int) -> list[dict[str, object]]:

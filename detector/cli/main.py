@@ -150,6 +150,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from detector.logs import setup_logging
+
+    settings = config_of(args)
+    cfg = settings.console
+    if args.add_user:
+        import getpass
+
+        from detector.console.users import add_user
+
+        password = getpass.getpass(f"password for {args.add_user}: ") if sys.stdin.isatty() else sys.stdin.readline()
+        if not password.strip():
+            raise ConfigError("console --add-user: an empty password")
+        add_user(Path(cfg.users_file), args.add_user, password.rstrip("\n"))
+        print(f"console: {args.add_user} can log in ({cfg.users_file})", file=sys.stderr)
+        return 0
+    try:
+        import uvicorn
+
+        from detector.console.app import make_app
+    except ImportError as exc:
+        raise ConfigError(
+            f"detector console needs {exc.name} from the 'console' extra: pip install 'detector[console]'"
+        ) from None
+    if not Path(cfg.users_file).is_file():
+        raise ConfigError(f"console.users_file: {cfg.users_file} does not exist (detector console --add-user NAME)")
+    setup_logging(settings.runtime.log_level, settings.runtime.log_format)
+    log.info("console on http://%s:%d", cfg.host, cfg.port)
+    uvicorn.run(make_app(settings), host=cfg.host, port=cfg.port, log_level="warning")
+    return 0
+
+
 def _finite(obj: Any) -> Any:
     """NaN (an undefined metric, e.g. no incident caught) as null: strict JSON has no NaN."""
     if isinstance(obj, float) and obj != obj:
@@ -228,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--plots", default=None, metavar="DIR", help="write pr_curve.png and timelines.png here")
     sp.add_argument("--config", default=None)
     sp.set_defaults(func=cmd_evaluate)
+
+    sp = add("console", "the analysts' triage page: alerts, the stream's events, verdicts")
+    sp.add_argument("--config", default=None)
+    sp.add_argument("--add-user", default=None, metavar="NAME", help="add or replace a login (password on stdin)")
+    sp.set_defaults(func=cmd_console)
 
     # Commands other packages add (the simulators: simulate, replay, demo), through the entry
     # point group detector.commands: `detector` itself never imports them.

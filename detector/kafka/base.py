@@ -133,3 +133,10 @@ class Client(Protocol):
         """Every (key, value) of one state-changelog partition, from its beginning to its end now;
         a value of None is a tombstone. Changelog partition p holds the streams of input partition p."""
         ...
+
+    def read_range(
+        self, topic: str, partition: int, start: int | None, end: int | None, timeout_s: float = RESTORE_TIMEOUT_S
+    ) -> Iterator[tuple[bytes | None, bytes | None, int]]:
+        """(key, value, offset) of one partition from `start` (None: its beginning) up to `end`
+        (exclusive; None: its end now), bounded by `timeout_s` in all."""
+        ...

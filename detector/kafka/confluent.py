@@ -299,40 +299,44 @@ class ConfluentSink:
         self.close(CLOSE_TIMEOUT_S)
 
 
-def _read(cfg: KafkaConfig, partition: int, timeout_s: float) -> Iterator[tuple[str, bytes | None]]:
-    """Every (key, value) of one changelog partition, from the beginning to its end now."""
+def _read(
+    cfg: KafkaConfig, topic: str, partition: int, start: int | None, end: int | None, timeout_s: float
+) -> Iterator[tuple[bytes | None, bytes | None, int]]:
+    """(key, value, offset) of `topic`[`partition`] from `start` (default: its beginning) up to
+    `end` (default: its end now)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
     c = Consumer(
         {
-            **confluent_options(cfg, f"detector-restore-{cfg.group_id}"),
-            "group.id": f"{cfg.group_id}-restore",  # required by the client; never joined or committed
+            **confluent_options(cfg, f"detector-reader-{cfg.group_id}"),
+            "group.id": f"{cfg.group_id}-reader",  # required by the client; never joined or committed
             "enable.auto.commit": False,
             "enable.partition.eof": False,
         }
     )
     try:
         try:
-            end = c.get_watermark_offsets(TopicPartition(cfg.state_topic, partition), timeout=timeout_s)[1]
+            last = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)[1]
         except KafkaException as exc:
-            raise KafkaUnavailable(f"cannot read {cfg.state_topic}[{partition}]: {exc}") from None
-        if end <= 0:
+            raise KafkaUnavailable(f"cannot read {topic}[{partition}]: {exc}") from None
+        end = last if end is None else min(end, last)
+        first = OFFSET_BEGINNING if start is None else start
+        if end <= 0 or (start is not None and start >= end):
             return
-        c.assign([TopicPartition(cfg.state_topic, partition, OFFSET_BEGINNING)])
-        deadline, last = time.monotonic() + timeout_s, -1
-        while last < end - 1:
+        c.assign([TopicPartition(topic, partition, first)])
+        deadline, at = time.monotonic() + timeout_s, -1
+        while at < end - 1:
             if time.monotonic() > deadline:
-                raise KafkaUnavailable(f"restoring {cfg.state_topic}[{partition}] did not finish in {timeout_s}s")
+                raise KafkaUnavailable(f"reading {topic}[{partition}] did not finish in {timeout_s}s")
             msgs = c.consume(10_000, 0.2)
-            if not msgs and c.position([TopicPartition(cfg.state_topic, partition)])[0].offset >= end:
+            if not msgs and c.position([TopicPartition(topic, partition)])[0].offset >= end:
                 break  # the end offset was not a record (a gap): the position tells
             for m in msgs:
                 if m.error() is not None:
                     continue
-                last = m.offset() or 0
-                key = m.key()
-                if last < end and key is not None:
-                    yield key.decode("utf-8", "replace"), m.value()
+                at = m.offset() or 0
+                if at < end:
+                    yield m.key(), m.value(), at
     finally:
         c.close()
 
@@ -404,4 +408,11 @@ class ConfluentClient:
     def read_changelog(
         self, partition: int, timeout_s: float = RESTORE_TIMEOUT_S
     ) -> Iterator[tuple[str, bytes | None]]:
-        return _read(self.cfg, partition, timeout_s)
+        for key, value, _ in _read(self.cfg, self.cfg.state_topic, partition, None, None, timeout_s):
+            if key is not None:
+                yield key.decode("utf-8", "replace"), value
+
+    def read_range(
+        self, topic: str, partition: int, start: int | None, end: int | None, timeout_s: float = RESTORE_TIMEOUT_S
+    ) -> Iterator[tuple[bytes | None, bytes | None, int]]:
+        return _read(self.cfg, topic, partition, start, end, timeout_s)

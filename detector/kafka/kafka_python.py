@@ -337,10 +337,14 @@ class KafkaSink:
         self.close(CLOSE_TIMEOUT_S)
 
 
-def _read(cfg: KafkaConfig, partition: int, timeout_s: float) -> Iterator[tuple[str, bytes | None]]:
+def _read(
+    cfg: KafkaConfig, topic: str, partition: int, start: int | None, end: int | None, timeout_s: float
+) -> Iterator[tuple[bytes | None, bytes | None, int]]:
+    """(key, value, offset) of `topic`[`partition`] from `start` (default: its beginning) up to
+    `end` (default: its end now), every client call bounded by `timeout_s` in all."""
     from kafka import KafkaConsumer, TopicPartition
 
-    opts: dict[str, Any] = {**client_options(cfg), "client_id": f"detector-restore-{cfg.group_id}"}
+    opts: dict[str, Any] = {**client_options(cfg), "client_id": f"detector-reader-{cfg.group_id}"}
     c = KafkaConsumer(
         enable_auto_commit=False,
         request_timeout_ms=max(REQUEST_TIMEOUT_MS, 30_000),
@@ -348,23 +352,26 @@ def _read(cfg: KafkaConfig, partition: int, timeout_s: float) -> Iterator[tuple[
         **opts,
     )
     try:
-        tp = TopicPartition(cfg.state_topic, partition)
+        tp = TopicPartition(topic, partition)
         c.assign([tp])
-        c.seek_to_beginning(tp)
         deadline = time.monotonic() + timeout_s
 
         def left_ms() -> int:  # every client call bounded: without a timeout they may wait forever
             return max(int((deadline - time.monotonic()) * 1000), 1)
 
-        end = c.end_offsets([tp], timeout_ms=left_ms())[tp]
+        last = c.end_offsets([tp], timeout_ms=left_ms())[tp]
+        end = last if end is None else min(end, last)
+        if start is None:
+            c.seek_to_beginning(tp)
+        else:
+            c.seek(tp, start)
         while c.position(tp, timeout_ms=left_ms()) < end:
             if time.monotonic() > deadline:
-                where = f"{cfg.state_topic}[{partition}]"
-                raise KafkaUnavailable(f"restoring {where} did not finish in {timeout_s}s")
+                raise KafkaUnavailable(f"reading {topic}[{partition}] did not finish in {timeout_s}s")
             for records in c.poll(timeout_ms=200).values():
                 for m in records:
-                    if m.offset < end and m.key is not None:
-                        yield m.key.decode("utf-8", "replace"), m.value
+                    if m.offset < end:
+                        yield m.key, m.value, m.offset
     finally:
         c.close()
 
@@ -397,9 +404,16 @@ class KafkaPythonClient:
     def read_changelog(
         self, partition: int, timeout_s: float = RESTORE_TIMEOUT_S
     ) -> Iterator[tuple[str, bytes | None]]:
+        for key, value, _ in self.read_range(self.cfg.state_topic, partition, None, None, timeout_s):
+            if key is not None:
+                yield key.decode("utf-8", "replace"), value
+
+    def read_range(
+        self, topic: str, partition: int, start: int | None, end: int | None, timeout_s: float = RESTORE_TIMEOUT_S
+    ) -> Iterator[tuple[bytes | None, bytes | None, int]]:
         from kafka.errors import KafkaError
 
         try:
-            yield from _read(self.cfg, partition, timeout_s)
+            yield from _read(self.cfg, topic, partition, start, end, timeout_s)
         except KafkaError as exc:
-            raise KafkaUnavailable(f"restoring {self.cfg.state_topic}[{partition}] failed: {exc}") from None
+            raise KafkaUnavailable(f"reading {topic}[{partition}] failed: {exc}") from None

@@ -15,12 +15,14 @@ ALLOWED = {
     "kafka": set(),
     "offline": {"core"},
     "service": {"core", "kafka", "offline"},
-    "cli": {"core", "kafka", "offline", "service"},
+    "console": {"core", "kafka"},
+    "cli": {"core", "kafka", "offline", "service", "console"},
 }
 # Third-party libraries a wing must not import, even lazily.
 FORBIDDEN = {
     "core": {"kafka", "confluent_kafka", "keras", "tensorflow", "prometheus_client", "sklearn", "pyod", "river"},
     "offline": {"kafka", "confluent_kafka", "prometheus_client"},
+    "console": {"keras", "tensorflow"},
 }
 
 
