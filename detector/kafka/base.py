@@ -5,7 +5,7 @@ client implements, the delivery error and the acknowledgement helpers both clien
     with client.source(on_assign, on_revoke) as src, client.sink() as sink:
         for r in src.poll(): ...                 # list[Record]
         sink.send("alerts", key, value); sink.flush(timeout)   # DeliveryFailed unless all acked
-    client.admin().ensure_topics(["events"]); client.read_changelog(3)
+    client.admin().ensure_topics(["events"]); read_changelog(client, "detector-state", 3)
 
 Nothing outside this package imports kafka-python or confluent-kafka.
 """
@@ -127,16 +127,17 @@ class Client(Protocol):
 
     def sink(self, linger_ms: int = 2, batch_bytes: int = 1 << 20) -> Sink: ...
     def admin(self) -> Admin: ...
-    def read_changelog(
-        self, partition: int, timeout_s: float = RESTORE_TIMEOUT_S
-    ) -> Iterator[tuple[str, bytes | None]]:
-        """Every (key, value) of one state-changelog partition, from its beginning to its end now;
-        a value of None is a tombstone. Changelog partition p holds the streams of input partition p."""
-        ...
-
     def read_range(
         self, topic: str, partition: int, start: int | None, end: int | None, timeout_s: float = RESTORE_TIMEOUT_S
     ) -> Iterator[tuple[bytes | None, bytes | None, int]]:
         """(key, value, offset) of one partition from `start` (None: its beginning) up to `end`
         (exclusive; None: its end now), bounded by `timeout_s` in all."""
         ...
+
+
+def read_changelog(client: Client, topic: str, partition: int) -> Iterator[tuple[str, bytes | None]]:
+    """Every (stream id, state record) of one state-changelog partition, from its beginning to its
+    end now; a value of None is a tombstone. Changelog partition p holds input partition p's streams."""
+    for key, value, _ in client.read_range(topic, partition, None, None, RESTORE_TIMEOUT_S):
+        if key is not None:
+            yield key.decode("utf-8", "replace"), value

@@ -405,13 +405,6 @@ class ConfluentClient:
             log.info("created topics %s", wanted)
         return wanted
 
-    def read_changelog(
-        self, partition: int, timeout_s: float = RESTORE_TIMEOUT_S
-    ) -> Iterator[tuple[str, bytes | None]]:
-        for key, value, _ in _read(self.cfg, self.cfg.state_topic, partition, None, None, timeout_s):
-            if key is not None:
-                yield key.decode("utf-8", "replace"), value
-
     def read_range(
         self, topic: str, partition: int, start: int | None, end: int | None, timeout_s: float = RESTORE_TIMEOUT_S
     ) -> Iterator[tuple[bytes | None, bytes | None, int]]:

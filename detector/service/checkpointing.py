@@ -22,7 +22,7 @@ from typing import Any
 
 from detector.core import record as ckpt
 from detector.core.state import StreamTable
-from detector.kafka.base import Client, DeliveryFailed, Partition, Record, Sink, Source
+from detector.kafka.base import Client, DeliveryFailed, Partition, Record, Sink, Source, read_changelog
 from detector.service.deadline import Deadline
 from detector.service.metrics import Metrics
 from detector.service.outbox import Outbox
@@ -83,7 +83,7 @@ class Checkpointer:
         t0 = time.monotonic()
         n, stale = 0, 0
         for p in partitions:
-            for key, value in client.read_changelog(p):
+            for key, value in read_changelog(client, self.state_topic, p):
                 if value is None:
                     table.remove(key)
                     continue
