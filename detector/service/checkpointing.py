@@ -149,7 +149,7 @@ class Checkpointer:
         box, state, topic = io.outbox, io.state, self.state_topic
         d = deadline or Deadline(FLUSH_TIMEOUT_S, DeliveryFailed)
         try:
-            box.sink.flush(d.left(FLUSH_TIMEOUT_S))
+            self._flush(box.sink, d, f"checkpoint ({reason}): flushing {len(box)} alerts and dead letters")
             box.pump(time.monotonic())
             if not box.acked_upto(box.seq):
                 d.check(f"checkpoint ({reason}): flushing {len(box)} alerts and dead letters")
@@ -159,12 +159,12 @@ class Checkpointer:
                 inc, self.incremental = self.incremental, None
                 for key, value, part in inc.records[inc.cursor :]:
                     state.send(topic, key, value, partition=part)
-                self._flush_state(state, d, reason)
+                self._flush(state, d, f"checkpoint ({reason}): flushing the state changelog")
                 state.all_acked(inc.sent)
                 self.pending = {k: max(v, self.pending.get(k, 0)) for k, v in {**inc.offsets, **self.pending}.items()}
             for key, value, part in _state_records(table, version, tag):
                 state.send(topic, key, value, partition=part)
-            self._flush_state(state, d, reason)
+            self._flush(state, d, f"checkpoint ({reason}): flushing the state changelog")
             d.check(f"checkpoint ({reason}): before committing offsets")
             io.source.commit(self.pending, blocking)
         except Exception:
@@ -176,11 +176,12 @@ class Checkpointer:
         return done
 
     @staticmethod
-    def _flush_state(state: Sink, d: Deadline, reason: str) -> None:
+    def _flush(sink: Sink, d: Deadline, step: str) -> None:
+        """Flush within what is left of `d`; a flush cut short by it raises naming `step`."""
         try:
-            state.flush(d.left(FLUSH_TIMEOUT_S))
+            sink.flush(d.left(FLUSH_TIMEOUT_S))
         except DeliveryFailed:
-            d.check(f"checkpoint ({reason}): flushing the state changelog")
+            d.check(step)
             raise
 
     def step(
