@@ -54,6 +54,7 @@ def test_promtool_checks_the_config_and_rules_and_runs_the_rule_unit_tests() -> 
         "AnomalyRateSpike",
         "NoEventsReceived",
         "CheckpointFailing",
+        "AlertPrecisionLow",
     }
     assert all(x["annotations"]["runbook"] and x["annotations"]["runbook_url"] for x in rules if "alert" in x)
     tests = yaml.safe_load((PROM / "rules.test.yml").read_text())["tests"]
