@@ -1,6 +1,6 @@
 """The alert threshold of a trained model, by the method its calibration data supports.
 
-th = calibrate_threshold(weights, norm, spec, settings, events, counted, error_weights, evidence, seed)
+th, drift = calibrate_threshold(weights, norm, spec, settings, events, counted, error_weights, evidence, seed)
 th.method    # "quantile", "pot", "null-simulation" or "likelihood (normal tail)"
 """
 
@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 
 from detector.config import Settings
+from detector.core.drift import reference
 from detector.core.evidence import Evidence
 from detector.core.features import FeatureSpec
 from detector.core.scorer import lstm_scorer
 from detector.core.scoring import LstmWeights, Normalizer
 from detector.core.threshold import Threshold, threshold_for
-from detector.offline.dataset import score_events, stream_count
+from detector.offline.dataset import featurize, score_events, stream_count
 
 
 def calibrate_threshold(
@@ -29,9 +30,10 @@ def calibrate_threshold(
     error_weights: np.ndarray | None,
     evidence: Evidence | None,
     seed: int,
-) -> Threshold:
+) -> tuple[Threshold, dict[str, Any]]:
     """Score the held-out calibration events as the daemon would; the threshold for the target
-    false-alarm rate is then chosen by `detector.core.threshold.threshold_for`."""
+    false-alarm rate is then chosen by `detector.core.threshold.threshold_for`. Also the
+    calibration set's score and feature bins, the reference of live drift (detector.core.drift)."""
     mc = settings.model
     scorer = lstm_scorer(
         weights,
@@ -47,7 +49,7 @@ def calibrate_threshold(
     r = score_events(events, scorer, threshold=np.inf)
     keep = counted & ~r.warming
     scores = r.score[keep]
-    return threshold_for(
+    threshold = threshold_for(
         scores,
         mc.target_false_alarm_rate,
         mc.threshold_method,
@@ -56,6 +58,7 @@ def calibrate_threshold(
         lambda: _elapsed_by_stream(events, keep),
         seed,
     )
+    return threshold, reference(scores, featurize(spec, events)[keep], spec.names)
 
 
 def _elapsed_by_stream(events: list[Any], keep: np.ndarray) -> list[np.ndarray]:

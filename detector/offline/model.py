@@ -81,6 +81,13 @@ class Artifact:
         return None if ev is None else Evidence.from_dict(ev)
 
     @property
+    def drift_reference(self) -> dict[str, Any] | None:
+        """The calibration set's score and feature bins (detector.core.drift); None for models
+        trained before drift was measured."""
+        ref = self.metadata.get("drift_reference")
+        return None if ref is None else dict(ref)
+
+    @property
     def prediction_weight(self) -> float:
         return float(self.metadata.get("prediction_weight", 0.0))
 

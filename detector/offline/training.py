@@ -281,7 +281,9 @@ def train_from_file(
         if evidence is None:
             log("evidence off: too few held-out events to fit it (the score is each event's error)")
     cal_events, cal_mask = held_out_events(ds, split.cal)
-    threshold = calibrate_threshold(weights, norm, spec, settings, cal_events, cal_mask, error_weights, evidence, seed)
+    threshold, drift = calibrate_threshold(
+        weights, norm, spec, settings, cal_events, cal_mask, error_weights, evidence, seed
+    )
     log(f"threshold {threshold.value:.4f} ({threshold.method}, {threshold.n_calibration} calibration events)")
     meta = make_metadata(
         model,
@@ -296,6 +298,7 @@ def train_from_file(
             "bucket_labels": bucket_labels(spec, train_events) or None,
             "error_weights": None if error_weights is None else error_weights.tolist(),
             "evidence": None if evidence is None else evidence.to_dict(),
+            "drift_reference": drift,
             "median_step": median_step,
             "training": {
                 "data": str(Path(data).resolve()),

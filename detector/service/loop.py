@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from detector.config import Settings
 from detector.core import record
 from detector.core.alerts import AlertPolicy
+from detector.core.drift import Drift
 from detector.core.explain import Explainer
 from detector.core.features import FeatureSpec
 from detector.exceptions import KafkaUnavailable
@@ -88,6 +89,8 @@ class Detector:
             art.threshold, art.version, Explainer(self.scorer.spec, art.bucket_labels), s.alerts
         )
         self.accounting.reset()
+        ref = art.drift_reference
+        self.accounting.watch_drift(None if ref is None else Drift(ref, self.scorer.spec.names), art.version)
         self.metrics.threshold.set(art.threshold.value)
         self.metrics.effective_threshold.set(art.threshold.value)
         self.metrics.model_info.info({"version": art.version, "threshold_method": art.threshold.method})

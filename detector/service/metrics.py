@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from detector.core.drift import Drift
 from detector.core.features import ParsedEvent
 from detector.core.feedback import VERDICTS
 from detector.core.scoring import BatchScores
@@ -73,6 +74,7 @@ class Metrics:
     verdicts: Counter
     alert_precision: Gauge
     verdict_delay: Histogram
+    drift: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "detector") -> Metrics:
@@ -143,6 +145,13 @@ class Metrics:
             alert_precision=Gauge(
                 f"{p}_alert_precision",
                 "fraud / (fraud + legit) over the last feedback.precision_window verdicts (NaN before any)",
+                registry=r,
+            ),
+            drift=Gauge(
+                f"{p}_drift_psi",
+                "Population stability index of the live score and of the most shifted feature over the last "
+                "day against the model's calibration set (NaN before enough events)",
+                ["version", "part"],
                 registry=r,
             ),
             verdict_delay=Histogram(
@@ -264,6 +273,7 @@ class BatchAccounting:
         self.top = TopStreams(metrics.top_streams)
         self._suppressed = self._evictions = 0
         self._lag_at = -LAG_EVERY_S
+        self._drift: tuple[Drift, str] | None = None
 
     def reset(self) -> None:
         self._suppressed = self._evictions = 0
@@ -295,6 +305,9 @@ class BatchAccounting:
         m.alerts_suppressed.inc(suppressed_total - self._suppressed)
         self._suppressed = suppressed_total
         observe_many(m.anomaly_score, scores.score[~scores.warming])
+        if self._drift is not None:
+            live = ~scores.warming
+            self._drift[0].update(scores.score[live], scores.observed[live], now)
         self.top.update(np.where(scores.warming, -np.inf, scores.score), lambda i: events[i].stream_id)
         observe_many(m.event_lag, np.maximum(now - np.array([e.ts for e in events]), 0.0))
         m.batch_duration.observe(took)
@@ -302,9 +315,14 @@ class BatchAccounting:
         m.evictions.inc(table.evictions - self._evictions)
         self._evictions = table.evictions
 
+    def watch_drift(self, drift: Drift | None, version: str) -> None:
+        """The serving model's drift (None: a model trained before drift was measured)."""
+        self.m.drift.clear()  # the previous model's series go with it
+        self._drift = None if drift is None else (drift, version)
+
     def tick(self, source: _Lagging) -> None:
-        """Every loop iteration: the top-streams period, and the consumer lag at most every
-        LAG_EVERY_S (a client call per partition: not every small batch)."""
+        """Every loop iteration: the top-streams period; the consumer lag and the drift figure at
+        most every LAG_EVERY_S (a client call per partition: not every small batch)."""
         mono = time.monotonic()
         self.top.tick(mono)
         self.m.last_loop.set(time.time())
@@ -312,3 +330,8 @@ class BatchAccounting:
             self._lag_at = mono
             for p, lag in source.lag().items():
                 self.m.consumer_lag.labels(partition=str(p)).set(lag)
+            if self._drift is not None:
+                drift, version = self._drift
+                score, features, _ = drift.psi()
+                self.m.drift.labels(version=version, part="score").set(score)
+                self.m.drift.labels(version=version, part="features").set(features)

@@ -55,6 +55,7 @@ def test_promtool_checks_the_config_and_rules_and_runs_the_rule_unit_tests() -> 
         "NoEventsReceived",
         "CheckpointFailing",
         "AlertPrecisionLow",
+        "DetectorModelDrift",
     }
     assert all(x["annotations"]["runbook"] and x["annotations"]["runbook_url"] for x in rules if "alert" in x)
     tests = yaml.safe_load((PROM / "rules.test.yml").read_text())["tests"]
