@@ -116,10 +116,12 @@ def test_triage_an_alert_in_chromium(broker, default_names, small_settings, mode
             browser.find_element(By.ID, "user").send_keys("ana")
             browser.find_element(By.ID, "password").send_keys("wrong")
             browser.find_element(By.ID, "login").click()
-            assert "wrong name or password" in browser.page_source
+            # A click does not wait for the page it posts to: poll for it.
+            wait_for(lambda: "wrong name or password" in browser.page_source, 20, "the login refused")
             browser.find_element(By.ID, "user").send_keys("ana")
             browser.find_element(By.ID, "password").send_keys("correct horse")
             browser.find_element(By.ID, "login").click()
+            wait_for(lambda: "/login" not in browser.current_url, 20, "logged in")
 
             def five_alerts() -> bool:
                 browser.get(base + "/?stream=card-x")
@@ -134,7 +136,7 @@ def test_triage_an_alert_in_chromium(broker, default_names, small_settings, mode
                 urllib.request.urlopen(forged, timeout=10)
             assert refused.value.code == 403
             browser.find_elements(By.CSS_SELECTOR, "#alerts tr td a")[0].click()  # the newest: the hostile event's
-            table = browser.find_element(By.ID, "events").text
+            table = wait_for(lambda: browser.find_elements(By.ID, "events"), 20, "the alert page")[0].text
             assert HOSTILE["merchant_id"] in table and HOSTILE["merchant_category"] in table  # shown as text
             assert "bold" not in [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#events b")]
             assert not browser.find_elements(By.TAG_NAME, "script")  # nothing from the event became markup
@@ -144,7 +146,8 @@ def test_triage_an_alert_in_chromium(broker, default_names, small_settings, mode
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 browser.save_screenshot(str(SCREENSHOT))
             browser.find_element(By.ID, "verdict-legit").click()
-            assert browser.find_element(By.ID, "done").text == "Verdict recorded: legit"
+            done = wait_for(lambda: browser.find_elements(By.ID, "done"), 20, "the verdict recorded")
+            assert done[0].text == "Verdict recorded: legit"
             assert browser.find_element(By.ID, "status").text == "legit"
             verdicts = [orjson.loads(m.value) for m in read_all(broker.bootstrap, names["verdicts"], expect=1)]
         schema = json.loads((ROOT / "detector/schemas/verdict.schema.json").read_text())
