@@ -67,6 +67,8 @@ class KafkaConfig(_Section):
     # Analysts' verdicts on alerts (detector.core.feedback), keyed by stream id, with as many
     # partitions as the input topic: the instance that owns a stream also reads its verdicts.
     verdicts_topic: str = "alerts.verdicts"
+    # Would-be alerts of the challenger (model.shadow_path): the alerts' schema, its model_version.
+    shadow_alerts_topic: str = "alerts.shadow"
     group_id: str = "detector"
     create_topics: bool = True
     partitions: int = Field(4, ge=1)
@@ -185,7 +187,11 @@ class FeaturesConfig(_Section):
 
 class ModelConfig(_Section):
     path: Path = Path("models/default")
-    # Check the model folder for a new version this often (0: only on SIGHUP).
+    # A challenger scored in shadow on every event, with its own per-stream state (checkpointed
+    # like the champion's); its would-be alerts go to kafka.shadow_alerts_topic. When model.path
+    # later holds this version (`detector promote`), it takes over with that state: no cold start.
+    shadow_path: Path | None = None
+    # Check the model folders for a new version this often (0: only on SIGHUP).
     watch_seconds: float = Field(10.0, ge=0)
     window: int = Field(16, ge=1, le=256)
     units: int = Field(32, ge=4, le=1024)

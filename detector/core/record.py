@@ -99,3 +99,11 @@ def decode_into(table: StreamTable, slot: int, value: bytes, model_version: str,
             ).reshape(shape)
         o += size
     return True
+
+
+def version_of(value: bytes) -> str | None:
+    """The model version a record was written under (None: not a state record of this format)."""
+    if len(value) < _HEADER.size:
+        return None
+    magic, fmt, version, _ = _HEADER.unpack_from(value)
+    return version.rstrip(b" ").decode("ascii", "replace") if magic == MAGIC and fmt == FORMAT else None

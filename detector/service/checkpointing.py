@@ -2,15 +2,21 @@
 at-least-once. The record format itself is `detector.core.record`.
 
     cp = Checkpointer(state_topic, metrics)
-    n = cp.restore(client, table, partitions, version, tag, now)   # on assignment
+    models = [Held(table, version), Held(shadow_table, shadow_version, SHADOW)]  # champion first
+    n = cp.restore(client, models, partitions, tag, now)   # on assignment
     cp.track(records)                          # after a batch's alerts are handed to the outbox
-    done = cp.commit("shutdown", io, table, version, tag, deadline)   # all at once (revoke, reload, stop)
-    if cp.due(interval): done = cp.begin(io, table, version, tag)     # spread over iterations
+    done = cp.commit("shutdown", io, models, tag, deadline)   # all at once (revoke, reload, stop)
+    if cp.due(interval): done = cp.begin(io, models, tag)     # spread over iterations
     done = cp.advance(io)                      # each iteration while one is in progress
 
 `done` is the offsets committed (None while an incremental checkpoint is still in progress).
 The order is in `commit`'s docstring; the incremental one keeps it, a chunk of state per loop
 iteration.
+
+The changelog holds the champion's record of a stream under the stream id, and a challenger's
+(model.shadow_path) under SHADOW + the stream id, each stamped with its model version. A
+promotion rewrites the promoted streams under their plain ids and deletes the SHADOW keys
+(`drop`); a restart in between restores the champion from the SHADOW keys its version wrote.
 """
 
 from __future__ import annotations
@@ -40,6 +46,17 @@ STALL_S = 3.0
 CHECKPOINT_CHUNK = 500
 
 Records = list[tuple[bytes, bytes | None, int]]  # (stream id, state record or tombstone, partition)
+# The changelog key prefix of a challenger's records (no stream id starts with a NUL byte).
+SHADOW = b"\x00shadow\x00"
+
+
+@dataclass
+class Held:
+    """A model's per-stream state as the changelog holds it: its table, version and key prefix."""
+
+    table: StreamTable
+    version: str
+    prefix: bytes = b""
 
 
 @dataclass
@@ -71,29 +88,39 @@ class _Incremental:
 class Checkpointer:
     def __init__(self, state_topic: str, metrics: Metrics) -> None:
         self.state_topic, self.metrics = state_topic, metrics
+        self.drops: list[tuple[Held, Held | None]] = []  # (state to delete, state to keep): see `drop`
         self.pending: dict[Partition, int] = {}  # next offset per partition, not yet committed
         self.incremental: _Incremental | None = None
         self.last_at = time.monotonic()
 
-    def restore(
-        self, client: Client, table: StreamTable, partitions: list[int], version: str, tag: int, now: float
-    ) -> int:
+    def restore(self, client: Client, models: list[Held], partitions: list[int], tag: int, now: float) -> int:
         """Load the latest state of every stream of these input partitions from the changelog
-        (changelog partition p holds input partition p's streams); returns the streams restored."""
+        (changelog partition p holds input partition p's streams) into the champion (models[0])
+        and the challenger (models[1], if any); returns the champion's streams restored."""
         t0 = time.monotonic()
+        champion, shadow = models[0], (models[1] if len(models) > 1 else None)
         n, stale = 0, 0
+        promoted: set[str] = set()  # champion streams restored from a SHADOW key (see the module doc)
         for p in partitions:
             for key, value in read_changelog(client, self.state_topic, p):
-                if value is None:
-                    table.remove(key)
+                if key.startswith(_SHADOW_TEXT):
+                    sid = key[len(_SHADOW_TEXT) :]
+                    version = None if value is None else ckpt.version_of(value)
+                    if shadow is not None and (value is None or version == shadow.version):
+                        stale += not _restore_one(shadow.table, sid, p, value, shadow.version, tag, now)
+                    elif value is not None and version == champion.version and sid not in champion.table.index:
+                        if _restore_one(champion.table, sid, p, value, champion.version, tag, now):
+                            promoted.add(sid)
+                            n += 1
                     continue
-                slot = table.slot_for_restore(key, p, now)
-                if ckpt.decode_into(table, slot, value, version, tag):
-                    n += 1
-                else:
-                    table.remove(key)  # another model's or input topic's state: this stream starts cold
-                    stale += 1
-        table.evicted.clear()  # evictions during a restore concern streams never written since
+                if value is not None and key in promoted and ckpt.version_of(value) != champion.version:
+                    continue  # the old champion's record of a stream promoted with its state
+                ok = _restore_one(champion.table, key, p, value, champion.version, tag, now)
+                promoted.discard(key)
+                n += ok and value is not None
+                stale += not ok
+        for m in models:
+            m.table.evicted.clear()  # evictions during a restore concern streams never written since
         if stale:
             log.warning("ignored %d changelog records written by another model version or input topic", stale)
         log.info("restored %d streams of partitions %s in %.2fs", n, partitions, time.monotonic() - t0)
@@ -115,7 +142,13 @@ class Checkpointer:
 
     def reset(self) -> None:
         """After a failed session: nothing pending survives (the changelog has the truth)."""
-        self.pending, self.incremental = {}, None
+        self.pending, self.incremental, self.drops = {}, None, []
+
+    def drop(self, held: Held, keep: Held | None = None) -> None:
+        """Delete every stream of `held` (a table no longer served: the old champion, a replaced
+        challenger, the SHADOW keys of a promoted one) from the changelog at the next checkpoint,
+        after its other records, except the streams `keep` (under the same keys) saves then."""
+        self.drops.append((held, keep))
 
     def due(self, interval: float) -> bool:
         return self.incremental is None and bool(self.pending) and time.monotonic() - self.last_at >= interval
@@ -124,8 +157,7 @@ class Checkpointer:
         self,
         reason: str,
         io: Io,
-        table: StreamTable,
-        version: str,
+        models: list[Held],
         tag: int,
         deadline: Deadline | None = None,
         blocking: bool = True,
@@ -162,7 +194,7 @@ class Checkpointer:
                 self._flush(state, d, f"checkpoint ({reason}): flushing the state changelog")
                 state.all_acked(inc.sent)
                 self.pending = {k: max(v, self.pending.get(k, 0)) for k, v in {**inc.offsets, **self.pending}.items()}
-            for key, value, part in _state_records(table, version, tag):
+            for key, value, part in self._state_records(models, tag):
                 state.send(topic, key, value, partition=part)
             self._flush(state, d, f"checkpoint ({reason}): flushing the state changelog")
             d.check(f"checkpoint ({reason}): before committing offsets")
@@ -184,21 +216,20 @@ class Checkpointer:
             d.check(step)
             raise
 
-    def step(
-        self, io: Io, table: StreamTable, version: str, tag: int, interval: float, now: float
-    ) -> dict[Partition, int] | None:
+    def step(self, io: Io, models: list[Held], tag: int, interval: float, now: float) -> dict[Partition, int] | None:
         """Each loop iteration: the next step of the interval checkpoint in progress, or a new one
         when `interval` seconds have passed (idle streams expired first); the offsets committed."""
         if self.incremental is not None:
             return self.advance(io)
         if self.due(interval):
-            table.expire(now)
-            return self.begin(io, table, version, tag)
+            for m in models:
+                m.table.expire(now)
+            return self.begin(io, models, tag)
         return None
 
-    def begin(self, io: Io, table: StreamTable, version: str, tag: int) -> dict[Partition, int] | None:
+    def begin(self, io: Io, models: list[Held], tag: int) -> dict[Partition, int] | None:
         """Start an interval checkpoint without stalling the loop (same order as `commit`)."""
-        records = _state_records(table, version, tag)
+        records = self._state_records(models, tag)
         self.incremental = _Incremental(self.pending, io.outbox.seq, records, time.monotonic())
         self.pending = {}
         return self.advance(io)
@@ -242,13 +273,42 @@ class Checkpointer:
         self.metrics.checkpoint_duration.observe(self.last_at - inc.started)
         return inc.offsets
 
+    def _state_records(self, models: list[Held], tag: int) -> Records:
+        """(key, state record, partition) of every stream changed since the last checkpoint, in
+        every model held, a tombstone for each evicted one (the evictions are then forgotten), and
+        the drops asked for."""
+        records: Records = []
+        for m in models:
+            t = m.table
+            ids, slots, parts = t.take_dirty()
+            values = ckpt.encode_many(t, slots, m.version, tag)
+            records += [(m.prefix + sid.encode(), v, p) for sid, v, p in zip(ids, values, parts, strict=True)]
+            records += [(m.prefix + sid.encode(), None, part) for sid, part in t.evicted]
+            t.evicted.clear()
+        for gone, keep in self.drops:  # last: a stream's new record is written before its old one goes
+            kept = {} if keep is None else keep.table.index
+            records += [
+                (gone.prefix + sid.encode(), None, int(gone.table.partition[slot]))
+                for sid, slot in gone.table.index.items()
+                if sid not in kept
+            ]
+        self.drops = []
+        return records
 
-def _state_records(table: StreamTable, version: str, tag: int) -> Records:
-    """(key, state record, partition) of every stream changed since the last checkpoint, and a
-    tombstone for each evicted one (the evictions are then forgotten)."""
-    ids, slots, parts = table.take_dirty()
-    values = ckpt.encode_many(table, slots, version, tag)
-    records: Records = [(sid.encode(), v, p) for sid, v, p in zip(ids, values, parts, strict=True)]
-    records += [(sid.encode(), None, part) for sid, part in table.evicted]
-    table.evicted.clear()
-    return records
+
+_SHADOW_TEXT = SHADOW.decode()
+
+
+def _restore_one(
+    table: StreamTable, sid: str, partition: int, value: bytes | None, version: str, tag: int, now: float
+) -> bool:
+    """Restore one record into `table` (a tombstone removes the stream); False when it belongs to
+    another model or input topic (the stream then starts cold)."""
+    if value is None:
+        table.remove(sid)
+        return True
+    slot = table.slot_for_restore(sid, partition, now)
+    if ckpt.decode_into(table, slot, value, version, tag):
+        return True
+    table.remove(sid)
+    return False

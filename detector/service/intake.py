@@ -1,7 +1,8 @@
 """Intake: a polled batch of records into the events to score and the dead letters to publish.
 
-    batch = intake(records, spec, settings.runtime, table, now=time.time(), verdicts_topic="alerts.verdicts")
+    batch = intake(records, spec, settings.runtime, [table], now=time.time(), verdicts_topic="alerts.verdicts")
     batch.events, batch.partitions, batch.offsets     # valid, not yet applied, in input order
+    batch.applied[k]                                  # of those, already applied to tables[k]
     batch.verdicts                                    # (record, Verdict) of the verdicts topic
     batch.dead                                        # (record, InvalidEvent) each: bad events
     batch.bad_verdicts                                # ... and bad verdicts (`verdict_records` in all)
@@ -11,10 +12,14 @@ Pure: no Kafka, no metrics, no clock of its own. Decoding and validation are the
 (`FeatureSpec.parse`); intake adds what the daemon knows beyond one event: the clock-skew window
 and each stream's applied offset (an event at or below it was scored by this group before a
 rebalance or restart, and its effect is in the restored state: it is skipped, not re-applied).
+With a challenger's table besides the champion's, an event is skipped when every table applied
+it; `applied[k]` marks those kept that table k applied already (a crash between two tables'
+changelog writes leaves one ahead of the other).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,19 +45,22 @@ class Intake:
     bad_verdicts: list[tuple[Record, InvalidEvent]] = field(default_factory=list)
     verdict_records: int = 0
     already_applied: int = 0
+    applied: list[np.ndarray] = field(default_factory=list)
 
 
 def intake(
     records: list[Record],
     spec: FeatureSpec,
     rt: RuntimeConfig,
-    table: StreamTable,
+    tables: Sequence[StreamTable],
     now: float,
     verdicts_topic: str | None = None,
 ) -> Intake:
     """Records of `verdicts_topic` are verdicts (detector.core.feedback); the others events."""
     out = Intake()
-    index, applied = table.index, table.offset
+    index, applied = tables[0].index, tables[0].offset
+    others = tables[1:]
+    first_done: list[bool] = []
     events, parts, offs, dead = out.events, [], [], out.dead
     early, late = now + rt.max_future_seconds, now - rt.max_past_seconds
     for r in records:
@@ -73,15 +81,27 @@ def intake(
             dead.append((r, exc))
             continue
         slot = index.get(ev.stream_id)
-        if slot is not None and r.offset <= applied[slot]:
+        done = slot is not None and r.offset <= applied[slot]
+        if done and all(_applied(t, ev.stream_id, r.offset) for t in others):
             out.already_applied += 1
             continue
+        if others:
+            first_done.append(done)
         events.append(ev)
         parts.append(r.partition)
         offs.append(r.offset)
     out.partitions = np.array(parts, dtype=np.int32)
     out.offsets = np.array(offs, dtype=np.int64)
+    n = len(events)
+    out.applied = [np.array(first_done, dtype=bool) if others else np.zeros(n, bool)]
+    for t in others:
+        out.applied.append(np.array([_applied(t, e.stream_id, o) for e, o in zip(events, offs, strict=True)], bool))
     return out
+
+
+def _applied(table: StreamTable, stream_id: str, offset: int) -> bool:
+    slot = table.index.get(stream_id)
+    return slot is not None and offset <= table.offset[slot]
 
 
 def dead_letter_headers(r: Record, exc: InvalidEvent) -> list[tuple[str, bytes]]:

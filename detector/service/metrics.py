@@ -75,6 +75,10 @@ class Metrics:
     alert_precision: Gauge
     verdict_delay: Histogram
     drift: Gauge
+    model_scored: Counter
+    model_alerts: Counter
+    model_score: Histogram
+    shadow_agreement: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "detector") -> Metrics:
@@ -152,6 +156,32 @@ class Metrics:
                 "Population stability index of the live score and of the most shifted feature over the last "
                 "day against the model's calibration set (NaN before enough events)",
                 ["version", "part"],
+                registry=r,
+            ),
+            model_scored=Counter(
+                f"{p}_model_scored_events",
+                "Events scored past warm-up, per model version and role (champion, challenger)",
+                ["version", "role"],
+                registry=r,
+            ),
+            model_alerts=Counter(
+                f"{p}_model_alerts",
+                "Alerts raised per model version and role (a challenger's are its would-be alerts, on the "
+                "shadow alerts topic)",
+                ["version", "role"],
+                registry=r,
+            ),
+            model_score=Histogram(
+                f"{p}_model_score",
+                "Anomaly score of scored events, per model version and role",
+                ["version", "role"],
+                buckets=SCORE_BUCKETS,
+                registry=r,
+            ),
+            shadow_agreement=Counter(
+                f"{p}_shadow_agreement",
+                "Events the champion or the challenger alerted on: both, champion_only or challenger_only",
+                ["champion", "challenger", "kind"],
                 registry=r,
             ),
             verdict_delay=Histogram(
@@ -273,7 +303,7 @@ class BatchAccounting:
         self.top = TopStreams(metrics.top_streams)
         self._suppressed = self._evictions = 0
         self._lag_at = -LAG_EVERY_S
-        self._drift: tuple[Drift, str] | None = None
+        self._drift: dict[str, tuple[Drift | None, str]] = {}  # role -> (its drift, its version)
 
     def reset(self) -> None:
         self._suppressed = self._evictions = 0
@@ -305,9 +335,7 @@ class BatchAccounting:
         m.alerts_suppressed.inc(suppressed_total - self._suppressed)
         self._suppressed = suppressed_total
         observe_many(m.anomaly_score, scores.score[~scores.warming])
-        if self._drift is not None:
-            live = ~scores.warming
-            self._drift[0].update(scores.score[live], scores.observed[live], now)
+        self.model("champion", scores, len(alerts), now)
         self.top.update(np.where(scores.warming, -np.inf, scores.score), lambda i: events[i].stream_id)
         observe_many(m.event_lag, np.maximum(now - np.array([e.ts for e in events]), 0.0))
         m.batch_duration.observe(took)
@@ -315,10 +343,45 @@ class BatchAccounting:
         m.evictions.inc(table.evictions - self._evictions)
         self._evictions = table.evictions
 
-    def watch_drift(self, drift: Drift | None, version: str) -> None:
-        """The serving model's drift (None: a model trained before drift was measured)."""
-        self.m.drift.clear()  # the previous model's series go with it
-        self._drift = None if drift is None else (drift, version)
+    def model(self, role: str, scores: BatchScores, alerts: int, now: float) -> None:
+        """A model's share of a batch, labelled by its version and role (champion, challenger):
+        scored events, alerts, scores, drift."""
+        if role not in self._drift:
+            return
+        drift, version = self._drift[role]
+        live = ~scores.warming
+        self.m.model_scored.labels(version=version, role=role).inc(int(live.sum()))
+        self.m.model_alerts.labels(version=version, role=role).inc(alerts)
+        observe_many(self.m.model_score.labels(version=version, role=role), scores.score[live])
+        if drift is not None:
+            drift.update(scores.score[live], scores.observed[live], now)
+
+    def forget_model(self, role: str, version: str) -> None:
+        """A model no longer served in `role`: its series go with it."""
+        for metric in (self.m.model_scored, self.m.model_alerts, self.m.model_score):
+            try:
+                metric.remove(version, role)
+            except KeyError:
+                pass
+        for labels in list(self.m.shadow_agreement._metrics):
+            if version in labels[:2]:
+                self.m.shadow_agreement.remove(*labels)
+
+    def serve(self, role: str, version: str | None, drift: Drift | None = None) -> None:
+        """The model now in `role` (None: none), and its drift (None: a model trained before drift
+        was measured). The series of the model it replaces go with it."""
+        old = self._drift.pop(role, None)
+        if old is not None and old[1] != version:
+            self.forget_model(role, old[1])
+            for part in ("score", "features"):
+                try:
+                    self.m.drift.remove(old[1], part)
+                except KeyError:
+                    pass
+        if version is not None:
+            self._drift[role] = (drift, version)  # type: ignore[assignment]
+            self.m.model_scored.labels(version=version, role=role)
+            self.m.model_alerts.labels(version=version, role=role)
 
     def tick(self, source: _Lagging) -> None:
         """Every loop iteration: the top-streams period; the consumer lag and the drift figure at
@@ -330,8 +393,9 @@ class BatchAccounting:
             self._lag_at = mono
             for p, lag in source.lag().items():
                 self.m.consumer_lag.labels(partition=str(p)).set(lag)
-            if self._drift is not None:
-                drift, version = self._drift
+            for drift, version in self._drift.values():
+                if drift is None:
+                    continue
                 score, features, _ = drift.psi()
                 self.m.drift.labels(version=version, part="score").set(score)
                 self.m.drift.labels(version=version, part="features").set(features)

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from detector.config import KafkaConfig
 from detector.core.features import dumps
-from detector.core.state import StreamTable
 from detector.exceptions import DetectorError, InvalidEvent
 from detector.kafka.base import Client, Partition, Record, Sink, Source
 from detector.logs import RateLimited
@@ -58,18 +57,19 @@ class Backoff:
 class Owner(Protocol):
     """What a session needs of the daemon: its table, checkpointer and metrics, and two acts."""
 
-    table: StreamTable
     checkpoints: Checkpointer
     metrics: Metrics
 
     def checkpoint(self, reason: str, blocking: bool = True) -> None: ...
+    def drop_partitions(self, partitions: set[int]) -> int: ...
     def restore(self, partitions: list[int]) -> int: ...
     def shutdown_deadline(self) -> Deadline | None: ...
 
 
 class Session:
-    def __init__(self, owner: Owner, client: Client, cfg: KafkaConfig) -> None:
+    def __init__(self, owner: Owner, client: Client, cfg: KafkaConfig, shadow: bool = False) -> None:
         self.owner, self.client, self.cfg = owner, client, cfg
+        self.shadow = shadow  # a challenger publishes to the shadow alerts topic
         # Input partitions held, kept by the rebalance callbacks (safe to read from any thread,
         # unlike the client's own assignment()).
         self.assigned: frozenset[Partition] = frozenset()
@@ -143,6 +143,12 @@ class Session:
         for a in alerts:
             out.send(k.alerts_topic, a["stream_id"].encode(), dumps(a))
 
+    def publish_shadow(self, alerts: list[dict[str, Any]]) -> None:
+        """A challenger's would-be alerts: through the outbox too, so a checkpoint waits for them."""
+        topic, out = self.cfg.shadow_alerts_topic, self.outbox
+        for a in alerts:
+            out.send(topic, a["stream_id"].encode(), dumps(a))
+
     def readiness(self) -> tuple[bool, str]:
         if self.rebalancing:
             return False, "rebalancing"
@@ -189,7 +195,9 @@ class Session:
     def _prepare_topics(self) -> None:
         k, admin = self.cfg, self.client.admin()
         if k.create_topics:
-            admin.ensure_topics([k.input_topic, k.alerts_topic, k.dead_letter_topic])
+            admin.ensure_topics(
+                [k.input_topic, k.alerts_topic, k.dead_letter_topic] + ([k.shadow_alerts_topic] if self.shadow else [])
+            )
             admin.ensure_topics(
                 [k.state_topic], compacted=[k.state_topic], partitions=admin.partition_count(k.input_topic)
             )
@@ -219,7 +227,7 @@ class Session:
             self._callback_error = exc
             return
         self.assigned = self.assigned - set(partitions)
-        dropped = self.owner.table.drop_partitions({p for t, p in partitions if t == self.cfg.input_topic})
+        dropped = self.owner.drop_partitions({p for t, p in partitions if t == self.cfg.input_topic})
         log.info("partitions revoked: %s (checkpointed, %d streams handed over)", sorted(partitions), dropped)
 
     def _on_assign(self, partitions: list[Partition]) -> None:

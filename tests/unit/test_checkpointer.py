@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from detector.core.state import StreamTable
 from detector.kafka.base import DeliveryFailed, Record, check_flushed
-from detector.service.checkpointing import Checkpointer, Io
+from detector.service.checkpointing import SHADOW, Checkpointer, Held, Io
 from detector.service.deadline import Deadline, ShutdownTimeout
 from detector.service.metrics import Metrics
 from detector.service.outbox import Outbox
@@ -100,7 +100,7 @@ def kinds(journal: list[tuple[str, ...]]) -> list[str]:
 def test_commit_flushes_alerts_then_state_then_commits_offsets(parts: Any) -> None:
     cp, io, table, journal, _alerts, _state = parts
     batch(cp, io)
-    done = cp.commit("shutdown", io, table, "v1", 0)
+    done = cp.commit("shutdown", io, [Held(table, "v1")], 0)
     assert done == {("events", 0): 42, ("events", 1): 8}
     assert kinds(journal) == [
         "flush alerts",
@@ -117,7 +117,7 @@ def test_nothing_is_committed_when_the_alerts_are_rejected(parts: Any) -> None:
     batch(cp, io)
     alerts.fail = True
     with pytest.raises(DeliveryFailed):
-        cp.commit("shutdown", io, table, "v1", 0)
+        cp.commit("shutdown", io, [Held(table, "v1")], 0)
     assert [e for e in journal if e[0] in ("commit",) or e[1] == "state"] == []  # no state, no offsets
 
 
@@ -126,7 +126,7 @@ def test_nothing_is_committed_when_the_state_is_not_acknowledged(parts: Any) -> 
     batch(cp, io)
     state.fail = True
     with pytest.raises(DeliveryFailed):
-        cp.commit("revoke", io, table, "v1", 0)
+        cp.commit("revoke", io, [Held(table, "v1")], 0)
     assert not [e for e in journal if e[0] == "commit"]
 
 
@@ -136,7 +136,7 @@ def test_a_shutdown_that_runs_out_of_its_deadline_names_the_step_and_commits_not
     alerts.hang = True  # the broker never answers
     clock = iter([0.0, 0.0, 30.0, 30.0, 30.0, 30.0])
     with pytest.raises(ShutdownTimeout, match="flushing 1 alerts and dead letters ran out of the 20s budget"):
-        cp.commit("shutdown", io, table, "v1", 0, Deadline(20.0, clock=lambda: next(clock)))
+        cp.commit("shutdown", io, [Held(table, "v1")], 0, Deadline(20.0, clock=lambda: next(clock)))
     assert not [e for e in journal if e[0] == "commit"]
 
 
@@ -145,7 +145,7 @@ def test_an_interval_checkpoint_commits_only_after_every_state_chunk_is_acknowle
     batch(cp, io)
     state.hang = True
     io.outbox.pump(0.0)  # the loop's backpressure step: the alert is acknowledged
-    assert cp.begin(io, table, "v1", 0) is None  # state sent, not acknowledged: no commit yet
+    assert cp.begin(io, [Held(table, "v1")], 0) is None  # state sent, not acknowledged: no commit yet
     assert cp.stalled_for() >= 0 and cp.incremental is not None
     assert not [e for e in journal if e[0] == "commit"]
     batch(cp, io)  # a new batch meanwhile: its offsets wait for the next checkpoint

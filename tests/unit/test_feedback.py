@@ -130,7 +130,7 @@ def test_intake_keeps_verdicts_apart_from_events() -> None:
         Record("alerts.verdicts", 0, 2, b"card-1", b"nope", 0),
         Record("events", 0, 5, b"card-1", b"{not json", 0),
     ]
-    out = intake(records, spec, RuntimeConfig(), t, T0, "alerts.verdicts")
+    out = intake(records, spec, RuntimeConfig(), [t], T0, "alerts.verdicts")
     assert out.verdict_records == 2 and len(out.verdicts) == 1 and out.verdicts[0][1].verdict == "legit"
     assert [e.reason for _, e in out.bad_verdicts] == ["bad_verdict"]
     assert [e.reason for _, e in out.dead] == ["undecodable"] and out.events == []

@@ -104,7 +104,7 @@ def test_intake_dead_letters_every_bad_event_with_its_reason_and_source(detector
     from detector.service.intake import dead_letter_headers, intake
 
     records = [Record("events", 3, 1000 + i, b"k", raw, 0) for i, raw in enumerate(batch)]
-    out = intake(records, detector.spec, detector.settings.runtime, detector.table, now=1.8e9)
+    out = intake(records, detector.spec, detector.settings.runtime, [detector.table], now=1.8e9)
     assert len(out.events) + len(out.dead) == len(records) and out.already_applied == 0
     dlq = {r.offset: (r.value, dict(dead_letter_headers(r, exc))) for r, exc in out.dead}
     for r in records:
