@@ -244,6 +244,12 @@ class ModelConfig(_Section):
     critical_multiplier: float = Field(2.0, ge=1)
 
     @model_validator(mode="after")
+    def _shadow_elsewhere(self) -> ModelConfig:
+        if self.shadow_path is not None and Path(self.shadow_path).resolve() == Path(self.path).resolve():
+            raise ValueError("shadow_path: the same folder as model.path; a challenger needs its own")
+        return self
+
+    @model_validator(mode="after")
     def _likelihood_counts_events(self) -> ModelConfig:
         if self.likelihood_events > 0 and not (self.evidence_per_event and self.evidence_seconds > 0):
             raise ValueError("likelihood_events: needs evidence_per_event true and evidence_seconds > 0")

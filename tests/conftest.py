@@ -56,3 +56,13 @@ def model_dir(small_settings: Settings, train_file: Path, tmp_path_factory: pyte
     out = tmp_path_factory.mktemp("model") / "m"
     train_from_file(small_settings, train_file, out, log=lambda _m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def rival_dir(small_settings: Settings, train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second model of the same data and config, another seed: another version (a challenger)."""
+    from detector.offline.training import train_from_file
+
+    out = tmp_path_factory.mktemp("rival") / "m"
+    train_from_file(small_settings, train_file, out, log=lambda _m: None, seed=99)
+    return out

@@ -49,21 +49,58 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from detector.logs import setup_logging
-    from detector.offline.training import train_from_file
+    from detector.offline.training import train, train_from_file
 
     settings = config_of(args)
     setup_logging(settings.runtime.log_level, settings.runtime.log_format)
     out = Path(args.out) if args.out else settings.model.path
-    train_from_file(
-        settings,
-        Path(args.data),
-        out,
-        log=lambda m: print(f"train: {m}", file=sys.stderr, flush=True),
-        epochs=args.epochs,
-        seed=args.seed,
-        progress=ProgressBar(sys.stderr) if sys.stderr.isatty() else None,
+    say = lambda m: print(f"train: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    if (args.data is None) == (args.topic is None):
+        raise ConfigError("train: give --data FILE or --topic TOPIC (one of them)")
+    if args.data is not None:
+        if args.since or args.until:
+            raise ConfigError("train --since/--until: only with --topic")
+        train_from_file(settings, Path(args.data), out, log=say, epochs=args.epochs, seed=args.seed, progress=bar)
+        return 0
+    from detector.core.features import FeatureSpec
+    from detector.kafka.factory import client_for
+    from detector.lifecycle.harvest import harvest, parse_time
+
+    since = None if args.since is None else parse_time(args.since, "--since")
+    until = None if args.until is None else parse_time(args.until, "--until")
+    if since is not None and until is not None and until <= since:
+        raise ConfigError("--until: not after --since")
+    t0 = time.monotonic()
+    seed = settings.model.seed if args.seed is None else args.seed
+    got = harvest(
+        client_for(settings.kafka), settings, FeatureSpec.from_config(settings.features), args.topic,
+        since, until, args.max_streams, args.max_events, seed, ReadProgress(sys.stderr),
+    )  # fmt: skip
+    src, ex = got.source, got.source["excluded"]
+    say(
+        f"read {src['records_read']} records of {args.topic} ({sum(src['invalid'].values())} invalid); "
+        f"left out {ex['fraud_verdict_streams']} streams with a fraud verdict, {ex['fraud_label_streams']} "
+        f"labelled fraud, {ex['sampled_out_streams']} sampled out"
     )
+    train(settings, got.dataset, out, src, f"topic {args.topic}", say, args.epochs, seed, bar, t0)
     return 0
+
+
+class ReadProgress:
+    """Records read of the range, redrawn in place on a terminal; a line every 10% elsewhere."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.tty, self._tenth = stream, stream.isatty(), -1
+
+    def __call__(self, done: int, total: int) -> None:
+        share = done / max(total, 1)
+        if self.tty:
+            self.stream.write(f"\rtrain: read {done}/{total} records ({share:.0%})" + ("\n" if done >= total else ""))
+        elif int(share * 10) > self._tenth:
+            self._tenth = int(share * 10)
+            self.stream.write(f"train: read {done}/{total} records ({share:.0%})\n")
+        self.stream.flush()
 
 
 class ProgressBar:
@@ -127,6 +164,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGHUP, request_reload)
     app.run(max_events=args.max_events, timeout=args.timeout)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Make the challenger (model.shadow_path) the champion (model.path). The running daemon sees
+    the new version in its model folder (model.watch_seconds, or the SIGHUP sent with --pid) and,
+    since it is the version it scores in shadow, takes it over with its per-stream state."""
+    from detector.offline.model import copy_artifact, load_artifact
+
+    settings = config_of(args)
+    m = settings.model
+    if m.shadow_path is None:
+        raise ConfigError("model.shadow_path: not set; there is no challenger to promote")
+    rival = load_artifact(m.shadow_path)
+    current = load_artifact(m.path) if (m.path / "metadata.json").is_file() else None
+    if current is not None and current.version == rival.version:
+        print(f"promote: {m.path} already serves {rival.version}", file=sys.stderr)
+        return 0
+    copy_artifact(m.shadow_path, m.path)
+    print(
+        f"promote: {m.path} now holds {rival.version} (was {current.version if current else 'empty'})", file=sys.stderr
+    )
+    if args.pid is not None:
+        os.kill(args.pid, signal.SIGHUP)
+        print(f"promote: sent SIGHUP to {args.pid}", file=sys.stderr)
+    elif m.watch_seconds == 0:
+        print("promote: model.watch_seconds is 0: send the daemon SIGHUP (or pass --pid)", file=sys.stderr)
     return 0
 
 
@@ -229,7 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_check_config)
 
     sp = add("train", "train a model folder on normal events (label == 0 when labels exist)")
-    sp.add_argument("--data", required=True)
+    sp.add_argument("--data", default=None, help="a JSONL file of events")
+    sp.add_argument("--topic", default=None, help="or read the events of this Kafka topic (kafka.* from config)")
+    sp.add_argument("--since", default=None, help="with --topic: from this time (ISO 8601, e.g. 2026-11-01T00:00Z)")
+    sp.add_argument("--until", default=None, help="with --topic: up to this time (default: the topic's end now)")
+    sp.add_argument("--max-streams", type=POSITIVE, default=50_000, help="with --topic: streams held at most")
+    sp.add_argument("--max-events", type=POSITIVE, default=2_000_000, help="with --topic: events held at most")
     sp.add_argument("--out", default=None, help="model folder (default: model.path from config)")
     sp.add_argument("--config", default=None)
     sp.add_argument("--epochs", type=POSITIVE, default=None)
@@ -241,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-events", type=POSITIVE, default=None, help="stop after this many events")
     sp.add_argument("--timeout", type=RATE, default=None, help="stop after this many seconds")
     sp.set_defaults(func=cmd_run)
+
+    sp = add("promote", "make the challenger (model.shadow_path) the champion, keeping its per-stream state")
+    sp.add_argument("--config", default=None)
+    sp.add_argument("--pid", type=POSITIVE, default=None, help="send this daemon SIGHUP once the files are in place")
+    sp.set_defaults(func=cmd_promote)
 
     sp = add("score", "score a JSONL file offline with the streaming scorer")
     sp.add_argument("--model", required=True)

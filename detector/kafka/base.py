@@ -134,6 +134,11 @@ class Client(Protocol):
         (exclusive; None: its end now), bounded by `timeout_s` in all."""
         ...
 
+    def offsets_at(self, topic: str, ts_ms: int | None, timeout_s: float = RESTORE_TIMEOUT_S) -> dict[int, int]:
+        """Per partition of `topic`, the first offset whose record timestamp is at or after
+        `ts_ms` (Kafka's offsets-for-times), or its end offset when none is (or `ts_ms` is None)."""
+        ...
+
 
 def read_changelog(client: Client, topic: str, partition: int) -> Iterator[tuple[str, bytes | None]]:
     """Every (stream id, state record) of one state-changelog partition, from its beginning to its

@@ -341,6 +341,28 @@ def _read(
         c.close()
 
 
+def _offsets_at(cfg: KafkaConfig, topic: str, partitions: int, ts_ms: int | None, timeout_s: float) -> dict[int, int]:
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    c = Consumer(
+        {
+            **confluent_options(cfg, f"detector-reader-{cfg.group_id}"),
+            "group.id": f"{cfg.group_id}-reader",  # required by the client; never joined or committed
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in range(partitions)}
+        if ts_ms is None:
+            return ends
+        found = c.offsets_for_times([TopicPartition(topic, p, ts_ms) for p in range(partitions)], timeout=timeout_s)
+        return {tp.partition: ends[tp.partition] if tp.offset < 0 else tp.offset for tp in found}
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"looking up the offsets of {topic} at {ts_ms}: {exc}") from None
+    finally:
+        c.close()
+
+
 class ConfluentClient:
     """detector.kafka.base.Client for confluent-kafka; topic admin through its AdminClient."""
 
@@ -409,3 +431,6 @@ class ConfluentClient:
         self, topic: str, partition: int, start: int | None, end: int | None, timeout_s: float = RESTORE_TIMEOUT_S
     ) -> Iterator[tuple[bytes | None, bytes | None, int]]:
         return _read(self.cfg, topic, partition, start, end, timeout_s)
+
+    def offsets_at(self, topic: str, ts_ms: int | None, timeout_s: float = RESTORE_TIMEOUT_S) -> dict[int, int]:
+        return _offsets_at(self.cfg, topic, self.admin().partition_count(topic), ts_ms, timeout_s)

@@ -376,6 +376,26 @@ def _read(
         c.close()
 
 
+def _offsets_at(cfg: KafkaConfig, topic: str, partitions: int, ts_ms: int | None, timeout_s: float) -> dict[int, int]:
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    opts: dict[str, Any] = {**client_options(cfg), "client_id": f"detector-reader-{cfg.group_id}"}
+    c = KafkaConsumer(enable_auto_commit=False, request_timeout_ms=max(REQUEST_TIMEOUT_MS, 30_000), **opts)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ms = int(timeout_s * 1000)
+        ends = c.end_offsets(tps, timeout_ms=ms)
+        if ts_ms is None:
+            return {tp.partition: ends[tp] for tp in tps}
+        found = c.offsets_for_times({tp: ts_ms for tp in tps}, timeout_ms=ms)
+        return {tp.partition: ends[tp] if found.get(tp) is None else found[tp].offset for tp in tps}
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"looking up the offsets of {topic} at {ts_ms}: {exc}") from None
+    finally:
+        c.close()
+
+
 class KafkaPythonClient:
     """detector.kafka.base.Client for kafka-python."""
 
@@ -410,3 +430,6 @@ class KafkaPythonClient:
             yield from _read(self.cfg, topic, partition, start, end, timeout_s)
         except KafkaError as exc:
             raise KafkaUnavailable(f"reading {topic}[{partition}] failed: {exc}") from None
+
+    def offsets_at(self, topic: str, ts_ms: int | None, timeout_s: float = RESTORE_TIMEOUT_S) -> dict[int, int]:
+        return _offsets_at(self.cfg, topic, self.admin().partition_count(topic), ts_ms, timeout_s)

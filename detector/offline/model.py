@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -209,6 +210,16 @@ def save_artifact(model: Any, metadata: dict[str, Any], out: Path) -> None:
     meta_tmp = out / ".metadata.json.tmp"
     meta_tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     os.replace(meta_tmp, out / "metadata.json")
+
+
+def copy_artifact(src: Path, out: Path) -> None:
+    """Copy a model folder's two files into `out` in `save_artifact`'s order and atomically each:
+    a daemon watching `out` sees the new metadata.json only once model.keras is in place."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.keras", "metadata.json"):
+        tmp = out / f".{name}.promote.tmp"
+        shutil.copyfile(src / name, tmp)
+        os.replace(tmp, out / name)
 
 
 def _spec_difference(saved: dict[str, Any], running: dict[str, Any]) -> str | None:

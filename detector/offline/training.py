@@ -182,17 +182,38 @@ def train_from_file(
     seed: int | None = None,
     progress: Callable[[int, int, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train, calibrate and save a model folder. `log` gets a line per step and epoch;
-    `progress(epoch, epochs, batches done, batches)` is called after each training batch."""
-    mc = settings.model
-    seed = mc.seed if seed is None else seed
-    epochs = mc.epochs if epochs is None else epochs
-    spec = FeatureSpec.from_config(settings.features)
+    """Train, calibrate and save a model folder from a JSONL file (`train`)."""
     t0 = time.monotonic()
+    spec = FeatureSpec.from_config(settings.features)
     ds = load_events(data, spec, settings.runtime.max_event_bytes)
     labels = ds.labels()
     if labels is not None:
         ds = Dataset([e for e, lab in zip(ds.events, labels, strict=True) if lab == 0], ds.invalid)
+    source = {"data": str(Path(data).resolve()), "data_fingerprint": _fingerprint(Path(data))}
+    return train(settings, ds, out, source, str(data), log, epochs, seed, progress, t0)
+
+
+def train(
+    settings: Settings,
+    ds: Dataset,
+    out: Path,
+    source: dict[str, Any],
+    data: str,
+    log: Callable[[str], None] = print,
+    epochs: int | None = None,
+    seed: int | None = None,
+    progress: Callable[[int, int, int, int], None] | None = None,
+    t0: float | None = None,
+) -> dict[str, Any]:
+    """Train, calibrate and save a model folder on the normal events of `ds` (`data` names them in
+    messages; `source` says where they came from, in the metadata's `training`). `log` gets a line
+    per step and epoch; `progress(epoch, epochs, batches done, batches)` is called after each
+    training batch."""
+    mc = settings.model
+    seed = mc.seed if seed is None else seed
+    epochs = mc.epochs if epochs is None else epochs
+    spec = FeatureSpec.from_config(settings.features)
+    t0 = time.monotonic() if t0 is None else t0
     if len(ds.events) < MIN_EVENTS:
         raise DataError(f"{data}: {len(ds.events)} usable normal events ({ds.skipped()}); need at least {MIN_EVENTS}")
     split = split_data(ds, mc.validation_split, seed, MIN_STREAMS)
@@ -301,8 +322,7 @@ def train_from_file(
             "drift_reference": drift,
             "median_step": median_step,
             "training": {
-                "data": str(Path(data).resolve()),
-                "data_fingerprint": _fingerprint(Path(data)),
+                **source,
                 "events": len(ds.events),
                 "held_out_by": split.kind,
                 "time_features_held_constant": [spec.names[c] for c in uncovered],

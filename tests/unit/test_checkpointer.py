@@ -162,3 +162,91 @@ def test_offsets_only_move_forward(parts: Any) -> None:
     cp.track([Record("events", 0, 50, None, b"", 0)])
     cp.track([Record("events", 0, 10, None, b"", 0)])  # a re-delivered older record
     assert cp.pending == {("events", 0): 51}
+
+
+# -- a challenger's state beside the champion's, and promotion -----------------------------------
+class ChangelogClient:
+    """read_range over the state the fake sink was sent: the changelog as Kafka would hold it."""
+
+    def __init__(self, journal_sink: FakeSink, values: list[tuple[bytes, bytes | None, int]]) -> None:
+        self.values = values
+
+    def read_range(self, topic: str, partition: int, start: Any, end: Any, timeout_s: float = 0) -> Any:
+        return [(k, v, i) for i, (k, v, p) in enumerate(self.values) if p == partition]
+
+
+class RecordingSink(FakeSink):
+    def __init__(self, journal: list[tuple[str, ...]]) -> None:
+        super().__init__("state", journal)
+        self.records: list[tuple[bytes, bytes | None, int]] = []
+
+    def send(
+        self, topic: str, key: Any, value: Any, headers: Any = None, partition: Any = None, track: bool = True
+    ) -> Future:
+        self.records.append((key, value, partition))
+        return super().send(topic, key, value, headers, partition, track)
+
+
+def tables() -> tuple[StreamTable, StreamTable]:
+    made = []
+    for bias in (1.0, 2.0):
+        t = StreamTable(max_streams=10, units=4, window=2, n_features=3)
+        slots = t.slots_for(["a", "b"], now=0.0, partitions=np.array([0, 1], np.int32))
+        t.h[slots] = bias
+        t.offset[slots] = [5, 9]
+        made.append(t)
+    return made[0], made[1]
+
+
+def restored(values: list[tuple[bytes, bytes | None, int]], champion: str, shadow: str | None) -> list[StreamTable]:
+    cp = Checkpointer("state", Metrics.create(CollectorRegistry()))
+    fresh = [StreamTable(max_streams=10, units=4, window=2, n_features=3) for _ in range(2)]
+    models = [Held(fresh[0], champion)] + ([Held(fresh[1], shadow, SHADOW)] if shadow else [])
+    cp.restore(ChangelogClient(None, values), models, [0, 1], 0, 0.0)  # type: ignore[arg-type]
+    return fresh
+
+
+def test_champion_and_challenger_state_restore_into_their_own_tables() -> None:
+    journal: list[tuple[str, ...]] = []
+    sink = RecordingSink(journal)
+    io = Io(Outbox(FakeSink("alerts", journal)), sink, FakeSource(journal))  # type: ignore[arg-type]
+    champ, rival = tables()
+    cp = Checkpointer("state", Metrics.create(CollectorRegistry()))
+    cp.commit("shutdown", io, [Held(champ, "v1"), Held(rival, "v2", SHADOW)], 0)
+    assert [k for k, _, _ in sink.records] == [b"a", b"b", SHADOW + b"a", SHADOW + b"b"]
+    c, r = restored(sink.records, "v1", "v2")
+    assert np.all(c.h[[c.index["a"], c.index["b"]]] == 1.0) and np.all(r.h[[r.index["a"], r.index["b"]]] == 2.0)
+    assert r.offset[r.index["b"]] == 9
+    # Without a challenger configured, its records are left alone; another version's are ignored.
+    c, r = restored(sink.records, "v1", None)
+    assert len(c) == 2 and len(r) == 0
+    c, r = restored(sink.records, "v1", "v3")
+    assert len(r) == 0
+
+
+def test_promotion_writes_the_promoted_state_before_deleting_the_old() -> None:
+    journal: list[tuple[str, ...]] = []
+    sink = RecordingSink(journal)
+    io = Io(Outbox(FakeSink("alerts", journal)), sink, FakeSource(journal))  # type: ignore[arg-type]
+    champ, rival = tables()
+    champ.slots_for(["gone"], now=0.0, partitions=np.array([0], np.int32))  # only the old champion has it
+    cp = Checkpointer("state", Metrics.create(CollectorRegistry()))
+    cp.commit("reload", io, [Held(champ, "v1"), Held(rival, "v2", SHADOW)], 0)
+    before = list(sink.records)
+    # What a crash right after the promotion's files changed restores: the champion from SHADOW keys.
+    c, _ = restored(before, "v2", None)
+    assert len(c) == 2 and c.h[c.index["a"]][0] == 2.0
+    # The promotion's checkpoint: every promoted stream under its own id, then the SHADOW keys and
+    # the old champion's other streams deleted.
+    rival.dirty[list(rival.index.values())] = True
+    cp.drop(Held(rival, "v2", SHADOW))
+    cp.drop(Held(champ, "v1"), keep=Held(rival, "v2"))
+    cp.commit("promote", io, [Held(rival, "v2")], 0)
+    written = sink.records[len(before) :]
+    assert [k for k, v, _ in written if v is not None] == [b"a", b"b"]
+    assert [k for k, v, _ in written if v is None] == [SHADOW + b"a", SHADOW + b"b", b"gone"]
+    c, _ = restored(sink.records, "v2", None)
+    assert sorted(c.index) == ["a", "b"] and c.h[c.index["b"]][0] == 2.0 and c.offset[c.index["b"]] == 9
+    # Cut short after the new records, before the deletes: still the promoted state.
+    c, _ = restored(before + written[:2], "v2", None)
+    assert sorted(c.index) == ["a", "b"] and c.h[c.index["a"]][0] == 2.0

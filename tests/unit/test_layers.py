@@ -16,13 +16,15 @@ ALLOWED = {
     "offline": {"core"},
     "service": {"core", "kafka", "offline"},
     "console": {"core", "kafka"},
-    "cli": {"core", "kafka", "offline", "service", "console"},
+    "lifecycle": {"core", "kafka", "offline"},
+    "cli": {"core", "kafka", "offline", "service", "console", "lifecycle"},
 }
 # Third-party libraries a wing must not import, even lazily.
 FORBIDDEN = {
     "core": {"kafka", "confluent_kafka", "keras", "tensorflow", "prometheus_client", "sklearn", "pyod", "river"},
     "offline": {"kafka", "confluent_kafka", "prometheus_client"},
     "console": {"keras", "tensorflow"},
+    "lifecycle": {"prometheus_client"},
 }
 
 

@@ -1,0 +1,1 @@
+"""A model's life on live traffic: training data read from the input topic (`harvest`)."""
