@@ -17,10 +17,10 @@ import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bench import e2e, memory, plots, quality, report, scoring  # noqa: E402
+from bench import e2e, memory, plots, quality, report, scoring, shadow  # noqa: E402
 from bench.common import machine  # noqa: E402
 
-SUITES = {"scoring": scoring.run, "memory": memory.run, "quality": quality.run, "e2e": e2e.run}
+SUITES = {"scoring": scoring.run, "memory": memory.run, "shadow": shadow.run, "quality": quality.run, "e2e": e2e.run}
 
 
 def main() -> int:

@@ -80,9 +80,36 @@ def markdown(r: dict[str, Any]) -> str:
             "RSS per stream includes the stream-id index (a Python dict of str) on top of the state arrays.",
             "",
         ]
+    if sh := r.get("shadow"):
+        lines += _shadow(sh)
     if q := r.get("quality"):
         lines += quality_table(q["rows"])
     return "\n".join(lines) + "\n"
+
+
+def _shadow(sh: dict[str, Any]) -> list[str]:
+    t = sh["throughput"]
+    med = t["median_events_per_s"]
+    lines = [
+        "## A challenger in shadow (`model.shadow_path`)",
+        "",
+        f"The loop's work per batch of {t['batch']:,} events over {t['streams']:,} streams (intake, scoring, alerts,",
+        "metrics; for the challenger its own scoring, would-be alerts and agreement), Kafka left out;",
+        f"median of {t['reps']} alternating runs in one process.",
+        "",
+        "| | events/s | cost per event |",
+        "|---|---|---|",
+        f"| champion only | {fmt(med['champion only'])} | 1.00x |",
+        f"| with a challenger | {fmt(med['with a challenger'])} | {t['cost_ratio']:.2f}x |",
+        "",
+        "| streams | models | RSS growth | bytes per stream |",
+        "|---|---|---|---|",
+    ]
+    for c in sh["memory"]:
+        lines.append(
+            f"| {c['streams']:,} | {c['models']} | {c['rss_growth_mb']:.0f} MB | {c['rss_bytes_per_stream']:,.0f} |"
+        )
+    return [*lines, ""]
 
 
 def _by_type(rows: list[dict[str, Any]]) -> list[str]:

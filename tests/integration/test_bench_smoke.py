@@ -29,6 +29,8 @@ def test_bench_smoke_writes_json_and_markdown(tmp_path: Path) -> None:
         # The percentiles are over the window after the lead-in; the lead-in's anomalies are apart.
         assert all(x["lead_in_s"] > 0 and x["anomalies"] == x["sent"] // 50 for x in c["latency"])
     assert [x["processes"] for x in data["e2e"]["scale_out"]] == [1, 2]
+    assert data["shadow"]["throughput"]["cost_ratio"] > 0
+    assert [c["models"] for c in data["shadow"]["memory"]] == [1, 2]
     bounded = data["memory"]["cases"][-1]
     assert bounded["streams_held"] == bounded["max_streams"] < bounded["streams_seen"]
     assert bounded["evictions"] == bounded["streams_seen"] - bounded["max_streams"]
