@@ -70,6 +70,20 @@ class KafkaConfig(_Section):
     # Would-be alerts of the challenger (model.shadow_path): the alerts' schema, its model_version.
     shadow_alerts_topic: str = "alerts.shadow"
     group_id: str = "detector"
+    # at_least_once: a crash re-scores the events since the last checkpoint and re-publishes their
+    # alerts (same alert_id). exactly_once: each checkpoint is one Kafka transaction (the alerts,
+    # dead letters and shadow alerts since the last one, the changed streams' state, the consumed
+    # offsets with the group's metadata); input and changelog are read read_committed. A
+    # read_committed reader of the alerts then sees each alert once, state.checkpoint_interval_seconds
+    # later at most.
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # exactly_once: the transactional producer's id. Keep it stable across restarts of one instance
+    # (a restart then aborts what the crashed process left open at once) and distinct between
+    # instances (a StatefulSet's pod name). Default: detector-<group_id>-<host name>.
+    transactional_id: str | None = None
+    # exactly_once: a transaction left open by an instance that does not come back (its id gone) is
+    # aborted by the broker after this long; read_committed readers of its partitions wait meanwhile.
+    transaction_timeout_ms: int = Field(60_000, ge=1_000, le=900_000)
     create_topics: bool = True
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
@@ -372,6 +386,16 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first: it overrides the YAML file passed as init kwargs.
         return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _transaction_outlasts_a_checkpoint(self) -> Settings:
+        k, interval = self.kafka, self.state.checkpoint_interval_seconds
+        if k.delivery == "exactly_once" and k.transaction_timeout_ms < 1000 * (interval + 30):
+            raise ValueError(
+                f"kafka.transaction_timeout_ms ({k.transaction_timeout_ms}) must exceed "
+                f"state.checkpoint_interval_seconds ({interval:g} s) plus the 30 s a checkpoint may wait for Kafka"
+            )
+        return self
 
     @model_validator(mode="after")
     def _batch_fits_in_state(self) -> Settings:

@@ -68,6 +68,9 @@ def check_flushed(pending: list[Any]) -> int:
 class Source(Protocol):
     """A group member reading the input topic: batches, manual commits, rebalance callbacks."""
 
+    # Called with partitions lost (the member evicted) instead of on_revoke, when set before enter.
+    on_lost: Callback | None
+
     def __enter__(self) -> Source: ...
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None, /
@@ -77,6 +80,15 @@ class Source(Protocol):
     def lag(self) -> dict[int, int]: ...
     def pause(self, paused: bool) -> None: ...
     def close(self, timeout: float) -> None: ...
+    def group_metadata(self) -> Any:
+        """The consumer's group membership now, for offsets sent to a transaction (KIP-447)."""
+        ...
+
+    def membership_lost(self) -> str | None:
+        """Why this member may no longer be in the group (None: it is, as far as it knows): no
+        generation, or paused past the session timeout since its last poll (a zombie whose
+        client has not noticed yet; its offsets must not be committed)."""
+        ...
 
 
 class Sink(Protocol):
@@ -100,6 +112,19 @@ class Sink(Protocol):
     def all_acked(self, futures: list[Any]) -> bool: ...
     def flush(self, timeout: float) -> int: ...
     def close(self, timeout: float) -> None: ...
+
+
+class TransactionalSink(Sink, Protocol):
+    """A transactional producer (`kafka.delivery: exactly_once`): its first send after a commit
+    begins a transaction; `commit` adds the consumed offsets with the group's metadata and commits
+    it. Any failure aborts the transaction (what it held is as if never sent) and raises
+    DeliveryFailed; a fenced producer (a newer instance of its id, or a zombie whose group
+    generation is gone) raises it too."""
+
+    opened_at: float | None  # time.monotonic() of the open transaction's first record
+
+    def commit(self, offsets: dict[Partition, int], source: Source, timeout: float) -> None: ...
+    def abort(self, timeout: float) -> None: ...
 
 
 class Admin(Protocol):
@@ -126,6 +151,7 @@ class Client(Protocol):
         ...
 
     def sink(self, linger_ms: int = 2, batch_bytes: int = 1 << 20) -> Sink: ...
+    def transactional_sink(self, transactional_id: str, timeout_ms: int) -> TransactionalSink: ...
     def admin(self) -> Admin: ...
     def read_range(
         self, topic: str, partition: int, start: int | None, end: int | None, timeout_s: float = RESTORE_TIMEOUT_S

@@ -133,6 +133,10 @@ class KafkaSource:
     ) -> None:
         self.cfg = cfg
         self.on_assign, self.on_revoke = on_assign, on_revoke
+        # Partitions lost (the member was evicted: its session expired): not revoked, so nothing
+        # may be committed for them. None: on_revoke is called instead.
+        self.on_lost: Callback | None = None
+        self.polled_at = time.monotonic()  # when the last poll returned
         self.topics = list(topics) or [cfg.input_topic]
         self._consumer: Any = None
 
@@ -146,6 +150,11 @@ class KafkaSource:
             def on_partitions_revoked(self, revoked: Any) -> None:
                 if source.on_revoke:
                     source.on_revoke([(tp.topic, tp.partition) for tp in revoked])
+
+            def on_partitions_lost(self, lost: Any) -> None:
+                callback = source.on_lost or source.on_revoke
+                if callback:
+                    callback([(tp.topic, tp.partition) for tp in lost])
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 if source.on_assign:
@@ -168,6 +177,7 @@ class KafkaSource:
             # Range: partition p of every subscribed topic goes to the same member, so co-partitioned
             # topics (the input and the verdicts) stay together (see Client.source).
             partition_assignment_strategy=(RangePartitionAssignor,),
+            isolation_level=isolation(self.cfg),
             **client_options(self.cfg),
         )
         self._await_topic_metadata()
@@ -201,6 +211,7 @@ class KafkaSource:
             batches = self._consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=self.cfg.max_poll_records)
         except KafkaError as exc:  # e.g. the coordinator unreachable: the session retries, the process lives
             raise KafkaUnavailable(f"poll failed: {exc}") from None
+        self.polled_at = time.monotonic()
         out: list[Record] = []
         for tp, msgs in batches.items():
             for m in msgs:
@@ -223,6 +234,16 @@ class KafkaSource:
                 self._consumer.commit_async(offsets)
         except KafkaError as exc:
             raise KafkaUnavailable(f"offset commit failed: {exc}") from None
+
+    def group_metadata(self) -> Any:
+        return self._consumer.group_metadata()
+
+    def membership_lost(self) -> str | None:
+        """Why this member may no longer be in the group (None: it is, as far as it knows)."""
+        meta = self._consumer.group_metadata()
+        if meta.generation_id < 0 or not meta.member_id:
+            return "the consumer has no group generation (evicted, or rejoining)"
+        return _paused(self.polled_at, self.cfg.session_timeout_ms)
 
     def lag(self) -> dict[int, int]:
         """Messages behind the log end per assigned partition, from the last fetch's high water.
@@ -337,16 +358,127 @@ class KafkaSink:
         self.close(CLOSE_TIMEOUT_S)
 
 
+def _paused(polled_at: float, session_timeout_ms: int) -> str | None:
+    """A process paused (stopped, swapped out) past the group's session timeout since its last
+    poll has been evicted, whatever its client believes until its next heartbeat."""
+    gap = time.monotonic() - polled_at
+    if gap * 1000 > session_timeout_ms:
+        return f"{gap:.1f}s since the last poll, over kafka.session_timeout_ms: the group has moved on"
+    return None
+
+
+def isolation(cfg: KafkaConfig) -> str:
+    """What the daemon's consumers read: only committed transactions with exactly_once."""
+    return "read_committed" if cfg.delivery == "exactly_once" else "read_uncommitted"
+
+
+class KafkaTransactionalSink(KafkaSink):
+    """detector.kafka.base.TransactionalSink on kafka-python's transactional producer. Its
+    commit and abort wait at most `timeout` (the producer's own calls wait without end)."""
+
+    def __init__(self, cfg: KafkaConfig, transactional_id: str, timeout_ms: int) -> None:
+        super().__init__(cfg)
+        self.transactional_id, self.timeout_ms = transactional_id, timeout_ms
+        self._open = False
+        self.opened_at: float | None = None  # time.monotonic() of the open transaction's first record
+
+    def __enter__(self) -> KafkaTransactionalSink:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        self._producer = KafkaProducer(
+            acks="all",
+            enable_idempotence=True,
+            transactional_id=self.transactional_id,
+            transaction_timeout_ms=self.timeout_ms,
+            linger_ms=self.linger_ms,
+            batch_size=self.batch_bytes,
+            max_block_ms=max(REQUEST_TIMEOUT_MS, 30_000),
+            **client_options(self.cfg),
+        )
+        try:
+            # Fences older producers of this id and aborts what a crashed one left open.
+            self._producer.init_transactions()
+        except KafkaError as exc:
+            self.close(0.0)
+            raise KafkaUnavailable(f"initialising transactions ({self.transactional_id}): {exc}") from None
+        return self
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        track: bool = True,
+    ) -> Any:
+        self._begin()
+        return super().send(topic, key, value, headers, partition, track)
+
+    def _begin(self) -> None:
+        from kafka.errors import KafkaError
+
+        if not self._open:
+            try:
+                self._producer.begin_transaction()
+            except KafkaError as exc:
+                raise DeliveryFailed(f"beginning a transaction: {exc}") from None
+            self._open = True
+            self.opened_at = time.monotonic()
+
+    def _wait(self, result: Any, timeout: float, what: str) -> None:
+        self._producer._sender.wakeup()
+        if not result.wait(timeout_ms=max(int(timeout * 1000), 1)):
+            raise DeliveryFailed(f"{what}: not acknowledged within {timeout:.1f}s")
+
+    def commit(self, offsets: dict[Partition, int], source: Any, timeout: float) -> None:
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        if not self._open and not offsets:
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            self._begin()
+            tm = self._producer._transaction_manager
+            if offsets:
+                tps = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+                result = tm.send_offsets_to_transaction(tps, source.group_metadata())
+                self._wait(result, deadline - time.monotonic(), "sending offsets to the transaction")
+            self._wait(tm.begin_commit(), deadline - time.monotonic(), "committing the transaction")
+        except (KafkaError, DeliveryFailed) as exc:
+            self.abort(max(deadline - time.monotonic(), 1.0))
+            raise DeliveryFailed(f"transaction aborted: {exc}") from None
+        self._open = False
+        self._pending = []
+
+    def abort(self, timeout: float) -> None:
+        """Abort the open transaction, if any; a producer that cannot (fenced, broker away) leaves
+        it to the broker's timeout or to the next producer of its id."""
+        from kafka.errors import KafkaError
+
+        if not self._open or self._producer is None:
+            return
+        self._open = False
+        try:
+            self._wait(self._producer._transaction_manager.begin_abort(), timeout, "aborting the transaction")
+        except (KafkaError, DeliveryFailed) as exc:
+            log.warning("could not abort the transaction (%s): the next producer of its id will", exc)
+
+
 def _read(
     cfg: KafkaConfig, topic: str, partition: int, start: int | None, end: int | None, timeout_s: float
 ) -> Iterator[tuple[bytes | None, bytes | None, int]]:
     """(key, value, offset) of `topic`[`partition`] from `start` (default: its beginning) up to
-    `end` (default: its end now), every client call bounded by `timeout_s` in all."""
+    `end` (default: its end now: the last stable offset with exactly_once, whose reads skip
+    aborted transactions), every client call bounded by `timeout_s` in all."""
     from kafka import KafkaConsumer, TopicPartition
 
     opts: dict[str, Any] = {**client_options(cfg), "client_id": f"detector-reader-{cfg.group_id}"}
     c = KafkaConsumer(
         enable_auto_commit=False,
+        isolation_level=isolation(cfg),
         request_timeout_ms=max(REQUEST_TIMEOUT_MS, 30_000),
         max_partition_fetch_bytes=8 << 20,
         **opts,
@@ -381,7 +513,12 @@ def _offsets_at(cfg: KafkaConfig, topic: str, partitions: int, ts_ms: int | None
     from kafka.errors import KafkaError
 
     opts: dict[str, Any] = {**client_options(cfg), "client_id": f"detector-reader-{cfg.group_id}"}
-    c = KafkaConsumer(enable_auto_commit=False, request_timeout_ms=max(REQUEST_TIMEOUT_MS, 30_000), **opts)
+    c = KafkaConsumer(
+        enable_auto_commit=False,
+        isolation_level=isolation(cfg),
+        request_timeout_ms=max(REQUEST_TIMEOUT_MS, 30_000),
+        **opts,
+    )
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         ms = int(timeout_s * 1000)
@@ -409,6 +546,9 @@ class KafkaPythonClient:
 
     def sink(self, linger_ms: int = 2, batch_bytes: int = 1 << 20) -> KafkaSink:
         return KafkaSink(self.cfg, linger_ms, batch_bytes)
+
+    def transactional_sink(self, transactional_id: str, timeout_ms: int) -> KafkaTransactionalSink:
+        return KafkaTransactionalSink(self.cfg, transactional_id, timeout_ms)
 
     def admin(self) -> KafkaPythonClient:
         return self

@@ -24,11 +24,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from detector.core import record as ckpt
 from detector.core.state import StreamTable
-from detector.kafka.base import Client, DeliveryFailed, Partition, Record, Sink, Source, read_changelog
+from detector.kafka.base import (
+    Client,
+    DeliveryFailed,
+    Partition,
+    Record,
+    Sink,
+    Source,
+    TransactionalSink,
+    read_changelog,
+)
 from detector.service.deadline import Deadline
 from detector.service.metrics import Metrics
 from detector.service.outbox import Outbox
@@ -86,8 +95,10 @@ class _Incremental:
 
 
 class Checkpointer:
-    def __init__(self, state_topic: str, metrics: Metrics) -> None:
+    def __init__(self, state_topic: str, metrics: Metrics, transactional: bool = False) -> None:
         self.state_topic, self.metrics = state_topic, metrics
+        # kafka.delivery exactly_once: each checkpoint is one transaction (`_commit_transaction`).
+        self.transactional = transactional
         self.drops: list[tuple[Held, Held | None]] = []  # (state to delete, state to keep): see `drop`
         self.pending: dict[Partition, int] = {}  # next offset per partition, not yet committed
         self.incremental: _Incremental | None = None
@@ -177,9 +188,11 @@ class Checkpointer:
         completes re-scores from the previous commit with the previous state; a crash between 2
         and 3 skips the events the saved state already holds (each stream's applied offset).
         """
+        d = deadline or Deadline(FLUSH_TIMEOUT_S, DeliveryFailed)
+        if self.transactional:
+            return self._commit_transaction(reason, io, models, tag, d)
         t0 = time.perf_counter()
         box, state, topic = io.outbox, io.state, self.state_topic
-        d = deadline or Deadline(FLUSH_TIMEOUT_S, DeliveryFailed)
         try:
             self._flush(box.sink, d, f"checkpoint ({reason}): flushing {len(box)} alerts and dead letters")
             box.pump(time.monotonic())
@@ -207,6 +220,41 @@ class Checkpointer:
         self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
         return done
 
+    def _commit_transaction(
+        self, reason: str, io: Io, models: list[Held], tag: int, d: Deadline
+    ) -> dict[Partition, int]:
+        """exactly_once: one transaction holds the alerts, dead letters and shadow alerts sent
+        since the last checkpoint (they went out on the same transactional producer), the state
+        of every stream changed since (and the tombstones), and the consumed offsets with the
+        group's metadata. It commits as a whole or not at all: a failure aborts it, and the session
+        resumes from the last committed one. A zombie (its group generation gone) is refused here."""
+        t0 = time.perf_counter()
+        box, sink = io.outbox, cast(TransactionalSink, io.state)
+        opened = sink.opened_at
+        try:
+            box.pump(time.monotonic())
+            if box.blocked:
+                raise DeliveryFailed(f"checkpoint ({reason}): {box.failure}")
+            lost = io.source.membership_lost()
+            if lost is not None:  # a zombie: whatever it would commit, the group's new owner redoes
+                raise DeliveryFailed(f"checkpoint ({reason}): not committing, {lost}")
+            for key, value, part in self._state_records(models, tag):
+                sink.send(self.state_topic, key, value, partition=part)
+            d.check(f"checkpoint ({reason}): before committing the transaction")
+            sink.commit(self.pending, io.source, d.left(FLUSH_TIMEOUT_S))
+            box.pump(time.monotonic())  # every message of the transaction is acknowledged with it
+        except Exception:
+            self.metrics.checkpoint_failures.inc()
+            self.metrics.transactions.labels(result="aborted").inc()
+            raise
+        done, self.pending = self.pending, {}
+        self.last_at = time.monotonic()
+        self.metrics.transactions.labels(result="committed").inc()
+        self.metrics.checkpoint_duration.observe(time.perf_counter() - t0)
+        if opened is not None:
+            self.metrics.transaction_duration.observe(self.last_at - opened)
+        return done
+
     @staticmethod
     def _flush(sink: Sink, d: Deadline, step: str) -> None:
         """Flush within what is left of `d`; a flush cut short by it raises naming `step`."""
@@ -224,6 +272,8 @@ class Checkpointer:
         if self.due(interval):
             for m in models:
                 m.table.expire(now)
+            if self.transactional:  # a transaction is committed whole: never spread over iterations
+                return self.commit("interval", io, models, tag)
             return self.begin(io, models, tag)
         return None
 

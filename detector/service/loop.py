@@ -65,7 +65,7 @@ class Detector:
         self.metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
         self.http_port: int | None = None
         self.client = client_for(s.kafka)
-        self.checkpoints = Checkpointer(s.kafka.state_topic, self.metrics)
+        self.checkpoints = Checkpointer(s.kafka.state_topic, self.metrics, s.kafka.delivery == "exactly_once")
         self.watch = ModelWatch(s.model.path, s.model.watch_seconds, self.spec, self.metrics)
         self.shadow_watch = None if s.model.shadow_path is None else ModelWatch(
             s.model.shadow_path, s.model.watch_seconds, self.spec, self.metrics

@@ -39,6 +39,8 @@ SEVERITIES = ("warning", "critical")
 TOP_STREAMS = 10
 TOP_STREAMS_PERIOD_S = 15.0
 CHECKPOINT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# A transaction spans a checkpoint interval (5 s by default) and its commit.
+TRANSACTION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 7.5, 10, 15, 30, 60, 120)
 # Verdicts come from people: minutes for a live triage queue, days for a chargeback feed.
 VERDICT_DELAY_BUCKETS = (10, 30, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
 # Consumer lag (a gauge for dashboards) is read from the client at most this often.
@@ -79,6 +81,8 @@ class Metrics:
     model_alerts: Counter
     model_score: Histogram
     shadow_agreement: Counter
+    transactions: Counter
+    transaction_duration: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry, prefix: str = "detector") -> Metrics:
@@ -93,6 +97,8 @@ class Metrics:
             m.dead_letters.labels(reason=reason)
         for result in ("ok", "refused"):
             m.model_reloads.labels(result=result)
+        for result in ("committed", "aborted"):
+            m.transactions.labels(result=result)
         for verdict in VERDICTS:
             for severity in (*SEVERITIES, "unknown"):
                 m.verdicts.labels(verdict=verdict, severity=severity)
@@ -176,6 +182,19 @@ class Metrics:
                 "Anomaly score of scored events, per model version and role",
                 ["version", "role"],
                 buckets=SCORE_BUCKETS,
+                registry=r,
+            ),
+            transactions=Counter(
+                f"{p}_transactions",
+                "Checkpoint transactions (kafka.delivery: exactly_once), by result: committed or aborted",
+                ["result"],
+                registry=r,
+            ),
+            transaction_duration=Histogram(
+                f"{p}_transaction_duration_seconds",
+                "From a transaction's first record to its commit acknowledged: how late a read_committed "
+                "reader sees an alert at most",
+                buckets=TRANSACTION_BUCKETS,
                 registry=r,
             ),
             shadow_agreement=Counter(

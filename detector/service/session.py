@@ -15,14 +15,15 @@ producer an alert raised during a checkpoint waited for a state chunk's ~0.5 MB 
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from detector.config import KafkaConfig
 from detector.core.features import dumps
 from detector.exceptions import DetectorError, InvalidEvent
-from detector.kafka.base import Client, Partition, Record, Sink, Source
+from detector.kafka.base import Client, DeliveryFailed, Partition, Record, Sink, Source, TransactionalSink
 from detector.logs import RateLimited
 from detector.service.checkpointing import STALL_S, Checkpointer, Io
 from detector.service.deadline import Deadline
@@ -34,6 +35,8 @@ log = logging.getLogger("detector")
 # Each client close waits at most this long when no shutdown deadline is running (a session
 # ending on a failure): long enough to leave the group cleanly, short enough to resume soon.
 CLOSE_S = 5.0
+# How long startup waits for the partitions of topics it just created to show in the metadata.
+TOPIC_METADATA_S = 10.0
 # Sessions after a failure start after 1, 2, 4 ... this many seconds.
 MAX_BACKOFF_S = 30.0
 
@@ -70,6 +73,7 @@ class Session:
     def __init__(self, owner: Owner, client: Client, cfg: KafkaConfig, shadow: bool = False) -> None:
         self.owner, self.client, self.cfg = owner, client, cfg
         self.shadow = shadow  # a challenger publishes to the shadow alerts topic
+        self.transactional = cfg.delivery == "exactly_once"
         # Input partitions held, kept by the rebalance callbacks (safe to read from any thread,
         # unlike the client's own assignment()).
         self.assigned: frozenset[Partition] = frozenset()
@@ -88,11 +92,21 @@ class Session:
     def __enter__(self) -> Session:
         self._prepare_topics()
         try:
-            self._sink = self.client.sink().__enter__()
+            if self.transactional:
+                # One transactional producer for everything a checkpoint's transaction holds:
+                # alerts, dead letters, shadow alerts and state (checkpointing's _commit_transaction).
+                tid = self.cfg.transactional_id or f"detector-{self.cfg.group_id}-{socket.gethostname()}"
+                self._sink = self._state = self.client.transactional_sink(
+                    tid, self.cfg.transaction_timeout_ms
+                ).__enter__()
+            else:
+                self._sink = self.client.sink().__enter__()
+                self._state = self.client.sink().__enter__()
             self._outbox = Outbox(self._sink)
-            self._state = self.client.sink().__enter__()
             topics = (self.cfg.input_topic, self.cfg.verdicts_topic)
-            self._source = self.client.source(self._on_assign, self._on_revoke, topics).__enter__()
+            source = self.client.source(self._on_assign, self._on_revoke, topics)
+            source.on_lost = self._on_lost
+            self._source = source.__enter__()
         except BaseException:
             self.close(None)
             raise
@@ -107,8 +121,10 @@ class Session:
     def close(self, deadline: Deadline | None) -> None:
         """Close the consumer, then both producers, each within what is left of `deadline`."""
         d = deadline or Deadline(3 * CLOSE_S)
+        if self.failing and self.transactional and self._sink is not None:
+            cast(TransactionalSink, self._sink).abort(d.left(CLOSE_S))  # what it held was never committed
         for name, c in (("consumer", self._source), ("producer", self._sink), ("state producer", self._state)):
-            if c is None:
+            if c is None or (name == "state producer" and c is self._sink):
                 continue
             try:
                 c.close(d.left(CLOSE_S))
@@ -171,6 +187,11 @@ class Session:
     def _backpressure(self) -> None:
         """Pause the input while Kafka rejects alerts or dead letters; resume once all are acked."""
         box, now, m = self.outbox, time.monotonic(), self.owner.metrics
+        if self.transactional:
+            box.pump(now)
+            if box.blocked:  # the transaction cannot commit: abort it, resume from the last one
+                raise DeliveryFailed(f"Kafka rejected a message of the open transaction: {box.failure}")
+            return
         if box.pump(now):
             # A producer that saw a fatal error (an idempotent one after a rejected batch) sends
             # nothing more: every re-send goes through a fresh one.
@@ -202,6 +223,11 @@ class Session:
                 [k.state_topic], compacted=[k.state_topic], partitions=admin.partition_count(k.input_topic)
             )
         n_in, n_state = admin.partition_count(k.input_topic), admin.partition_count(k.state_topic)
+        deadline = time.monotonic() + TOPIC_METADATA_S
+        while k.create_topics and (n_in == 0 or n_state < n_in) and time.monotonic() < deadline:
+            # Topics created a moment ago: their partitions show in the metadata within a second.
+            time.sleep(0.2)  # startup only, bounded by the deadline; each try is a metadata request
+            n_in, n_state = admin.partition_count(k.input_topic), admin.partition_count(k.state_topic)
         if n_state < n_in:
             raise DetectorError(
                 f"state topic {k.state_topic} has {n_state} partitions, fewer than the "
@@ -229,6 +255,21 @@ class Session:
         self.assigned = self.assigned - set(partitions)
         dropped = self.owner.drop_partitions({p for t, p in partitions if t == self.cfg.input_topic})
         log.info("partitions revoked: %s (checkpointed, %d streams handed over)", sorted(partitions), dropped)
+
+    def _on_lost(self, partitions: list[Partition]) -> None:
+        """The member was evicted (its session expired: paused, partitioned): another member owns
+        these partitions now and restores them from the last checkpoint. Nothing is checkpointed
+        for them (the saved state could overwrite the new owner's). With exactly_once the open
+        transaction holds their events' alerts: the session ends and aborts it."""
+        if not partitions:
+            return
+        self.owner.metrics.rebalances.inc()
+        self.rebalancing = True
+        self.assigned = self.assigned - set(partitions)
+        dropped = self.owner.drop_partitions({p for t, p in partitions if t == self.cfg.input_topic})
+        log.warning("partitions lost (evicted from the group): %s, %d streams dropped", sorted(partitions), dropped)
+        if self.transactional:
+            self._callback_error = DeliveryFailed(f"partitions {sorted(partitions)} lost with a transaction open")
 
     def _on_assign(self, partitions: list[Partition]) -> None:
         self.owner.metrics.rebalances.inc()

@@ -52,6 +52,19 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         b.script("stop")
 
 
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker this test may stop and start (the session's broker serves the other tests)."""
+    b = Broker(free_port(pairs=2), tmp_path / "kafka")
+    r = b.script("start")
+    if r.returncode != 0:
+        pytest.fail(f"could not start the Kafka broker: {r.stderr}", pytrace=False)
+    try:
+        yield b
+    finally:
+        b.script("stop")
+
+
 # Every test that takes `names` runs once per Kafka client backend (kafka.client).
 CLIENTS = ["kafka-python", "confluent"]
 

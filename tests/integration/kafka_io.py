@@ -19,10 +19,18 @@ def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]])
         p.close()
 
 
-def read_all(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30.0) -> list[Any]:
-    """Every record of `topic` from the beginning; with `expect`, poll until that many arrived."""
+def read_all(
+    bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30.0, committed_only: bool = False
+) -> list[Any]:
+    """Every record of `topic` from the beginning; with `expect`, poll until that many arrived.
+    `committed_only`: as a read_committed consumer sees it (up to the last stable offset, no
+    record of an aborted or open transaction)."""
     c = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", consumer_timeout_ms=1000
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
     )
     try:
         deadline = time.monotonic() + timeout

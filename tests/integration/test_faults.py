@@ -12,7 +12,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,25 +24,11 @@ from detector.config import Settings
 from detector.jsonl import read_jsonl
 from detector.offline.evaluate import score_dataset
 from tests.helpers import free_port, wait_for
-from tests.integration.conftest import Broker
 from tests.integration.kafka_io import all_committed, committed, read_all
 from tests.integration.test_pipeline import alert_everything_model, settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 OUTAGE_S = 10.0
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Broker]:
-    """A broker this test may stop and start (the session's broker serves the other tests)."""
-    b = Broker(free_port(pairs=2), tmp_path / "kafka")
-    r = b.script("start")
-    if r.returncode != 0:
-        pytest.fail(f"could not start the Kafka broker: {r.stderr}", pytrace=False)
-    try:
-        yield b
-    finally:
-        b.script("stop")
 
 
 def readiness(url: str) -> int:
