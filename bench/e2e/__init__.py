@@ -6,7 +6,8 @@ benchmark per module, every one for both clients in one run on one broker:
   the median one by p99 reported;
 * `replay_rate`: the rate `detector replay --rate` holds;
 * `restart`: SIGTERM to exit and to the next process ready, with many streams to restore;
-* `scale_out`: one and two daemons in one group.
+* `scale_out`: one and two daemons in one group;
+* `delivery`: at-least-once against exactly-once, throughput and latency at 5,000 events/s.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.e2e.delivery import delivery
 from bench.e2e.harness import LocalBroker, bare_consume, card_lines, produce, train_model
 from bench.e2e.latency import latency
 from bench.e2e.replay_rate import replay_rate
@@ -105,4 +107,8 @@ def run(smoke: bool = False) -> dict[str, Any]:
             f"({two / one:.2f}x; 2 cores shared with the broker)",
             flush=True,
         )
+        out["delivery"] = {
+            client: delivery(base, broker.bootstrap, model, lat_lines, tmp, client, smoke)
+            for client in ("kafka-python", "confluent")
+        }
     return out

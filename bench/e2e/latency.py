@@ -44,7 +44,7 @@ class AlertReader:
     so the harness's producing loop (this process) cannot delay a fetch, only the timestamping.
     Assigned, not subscribed: no group join that could still be running when the load starts."""
 
-    def __init__(self, bootstrap: str, topic: str, tag: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, tag: str, isolation: str = "read_uncommitted") -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.got: dict[str, float] = {}  # event id -> when its alert was read
@@ -58,6 +58,7 @@ class AlertReader:
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 5,
+                "isolation.level": isolation,
             }
         )
         self.parts = self.cons.list_topics(topic, timeout=10).topics[topic].partitions
@@ -203,16 +204,19 @@ def latency(
     tmp: Path,
     client: str,
     lead_s: float | None = None,
+    delivery: str = "at_least_once",
 ) -> dict[str, Any]:
     """The daemon on `client`, the load offered by a confluent producer, alerts read by a confluent
     consumer. The same load runs `lead_s` seconds (default LEAD_S) before the `seconds` measured:
-    the percentiles are the steady state's, and the lead-in's anomalies give `cold_start_p99_ms`."""
+    the percentiles are the steady state's, and the lead-in's anomalies give `cold_start_p99_ms`.
+    With `delivery` exactly_once the reader is read_committed, as that mode's readers are."""
     lead_s = LEAD_S if lead_s is None else lead_s
     tag = uuid.uuid4().hex[:6]
     topic = f"lat-{tag}"
     d = daemon_settings(base, bootstrap, topic, model, tag, client).model_dump()
     d["model"]["warmup_events"] = 0  # a stream's first events may be the marked ones
     d["http"]["port"] = port = free_port()
+    d["kafka"]["delivery"] = delivery
     s = Settings(**d)
     if DIAGNOSE:  # the broker stamps each alert as it appends it
         from confluent_kafka.admin import AdminClient, NewTopic
@@ -224,7 +228,8 @@ def latency(
             f.result(10)
     proc = daemon(s, tmp, [])
     wait_ready(proc, port)
-    reader = AlertReader(bootstrap, s.kafka.alerts_topic, tag)
+    committed = "read_committed" if delivery == "exactly_once" else "read_uncommitted"
+    reader = AlertReader(bootstrap, s.kafka.alerts_topic, tag, committed)
     watch = InputWatch(bootstrap, topic, tag)
     n_lead, n = int(rate * lead_s), int(rate * seconds)
     if len(lines) < n_lead + n:

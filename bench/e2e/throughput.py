@@ -16,9 +16,20 @@ from detector.config import Settings
 
 
 def throughput(
-    base: Settings, bootstrap: str, topic: str, model: Path, n: int, tmp: Path, client: str
+    base: Settings,
+    bootstrap: str,
+    topic: str,
+    model: Path,
+    n: int,
+    tmp: Path,
+    client: str,
+    delivery: str = "at_least_once",
 ) -> dict[str, Any]:
     s = daemon_settings(base, bootstrap, topic, model, uuid.uuid4().hex[:6], client)
+    if delivery != s.kafka.delivery:
+        d = s.model_dump()
+        d["kafka"]["delivery"] = delivery
+        s = Settings(**d)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = daemon(s, tmp, ["--max-events", str(n)])
     peak = [0]

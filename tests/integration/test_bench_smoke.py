@@ -29,6 +29,9 @@ def test_bench_smoke_writes_json_and_markdown(tmp_path: Path) -> None:
         # The percentiles are over the window after the lead-in; the lead-in's anomalies are apart.
         assert all(x["lead_in_s"] > 0 and x["anomalies"] == x["sent"] // 50 for x in c["latency"])
     assert [x["processes"] for x in data["e2e"]["scale_out"]] == [1, 2]
+    for client in ("kafka-python", "confluent"):
+        modes = data["e2e"]["delivery"][client]["median"]
+        assert set(modes) == {"at_least_once", "exactly_once"} and all(m["events_per_s"] > 0 for m in modes.values())
     assert data["shadow"]["throughput"]["cost_ratio"] > 0
     assert [c["models"] for c in data["shadow"]["memory"]] == [1, 2]
     bounded = data["memory"]["cases"][-1]

@@ -54,6 +54,7 @@ def test_promtool_checks_the_config_and_rules_and_runs_the_rule_unit_tests() -> 
         "AnomalyRateSpike",
         "NoEventsReceived",
         "CheckpointFailing",
+        "DetectorTransactionsAborting",
         "AlertPrecisionLow",
         "DetectorModelDrift",
     }

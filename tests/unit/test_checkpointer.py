@@ -250,3 +250,87 @@ def test_promotion_writes_the_promoted_state_before_deleting_the_old() -> None:
     # Cut short after the new records, before the deletes: still the promoted state.
     c, _ = restored(before + written[:2], "v2", None)
     assert sorted(c.index) == ["a", "b"] and c.h[c.index["a"]][0] == 2.0
+
+
+# -- exactly_once: one transaction per checkpoint --------------------------------------------------
+class FakeTransactionalSink(RecordingSink):
+    """Records the transaction's commit (offsets with the group's metadata) or its failure."""
+
+    def __init__(self, journal: list[tuple[str, ...]]) -> None:
+        super().__init__(journal)
+        self.opened_at: float | None = 0.0
+        self.refuse: str | None = None
+
+    def commit(self, offsets: dict[Any, int], source: Any, timeout: float) -> None:
+        if self.refuse:
+            self.journal.append(("abort", self.refuse))
+            raise DeliveryFailed(f"transaction aborted: {self.refuse}")
+        self.journal.append(("commit-txn", str(sorted(offsets.items())), source.group_metadata()))
+
+
+class MemberSource(FakeSource):
+    lost: str | None = None
+
+    def group_metadata(self) -> str:
+        return "generation 7"
+
+    def membership_lost(self) -> str | None:
+        return self.lost
+
+
+def transactional() -> tuple[Checkpointer, Io, StreamTable, list[tuple[str, ...]], FakeTransactionalSink, MemberSource]:
+    journal: list[tuple[str, ...]] = []
+    sink, source = FakeTransactionalSink(journal), MemberSource(journal)
+    io = Io(Outbox(sink), sink, source)  # type: ignore[arg-type]
+    table = StreamTable(max_streams=10, units=4, window=2, n_features=3)
+    table.slots_for(["a", "b"], now=0.0, partitions=np.array([0, 1], np.int32))
+    return (
+        Checkpointer("state", Metrics.create(CollectorRegistry()), transactional=True),
+        io,
+        table,
+        journal,
+        sink,
+        source,
+    )
+
+
+def test_an_exactly_once_checkpoint_is_one_transaction_with_the_offsets() -> None:
+    cp, io, table, journal, sink, _ = transactional()
+    batch(cp, io)
+    done = cp.commit("interval", io, [Held(table, "v1")], 0)
+    assert done == {("events", 0): 42, ("events", 1): 8}
+    # The alert, then the state, on the one producer, then one commit carrying the offsets and the
+    # group's metadata; no separate consumer commit.
+    assert [e[0] + " " + e[2] if e[0] == "send" else e[0] for e in journal] == [
+        "send alerts", "send state", "send state", "commit-txn"
+    ]  # fmt: skip
+    assert journal[-1] == ("commit-txn", str(sorted(done.items())), "generation 7")
+    m = cp.metrics.registry.get_sample_value
+    assert m("detector_transactions_total", {"result": "committed"}) == 1.0
+
+
+def test_a_refused_transaction_commits_nothing_and_counts_an_abort() -> None:
+    cp, io, table, journal, sink, _ = transactional()
+    batch(cp, io)
+    sink.refuse = "fenced"
+    with pytest.raises(DeliveryFailed, match="fenced"):
+        cp.commit("interval", io, [Held(table, "v1")], 0)
+    assert cp.pending  # nothing recorded as committed: the session resumes from the last transaction
+    assert cp.metrics.registry.get_sample_value("detector_transactions_total", {"result": "aborted"}) == 1.0
+
+
+def test_a_member_that_lost_the_group_does_not_commit() -> None:
+    cp, io, table, journal, sink, source = transactional()
+    batch(cp, io)
+    source.lost = "12.0s since the last poll, over kafka.session_timeout_ms"
+    with pytest.raises(DeliveryFailed, match="not committing, 12.0s since the last poll"):
+        cp.commit("interval", io, [Held(table, "v1")], 0)
+    assert not [e for e in journal if e[0] == "commit-txn"]
+
+
+def test_an_exactly_once_interval_checkpoint_is_never_spread_over_iterations() -> None:
+    cp, io, table, journal, _, _ = transactional()
+    batch(cp, io)
+    cp.last_at = -1e9  # due
+    assert cp.step(io, [Held(table, "v1")], 0, 1.0, 0.0) == {("events", 0): 42, ("events", 1): 8}
+    assert cp.incremental is None

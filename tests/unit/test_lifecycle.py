@@ -75,3 +75,11 @@ def test_times_parse_or_fail_naming_the_option() -> None:
 def test_a_shadow_folder_must_not_be_the_champions() -> None:
     with pytest.raises(ValueError, match="shadow_path: the same folder as model.path"):
         Settings(model={"path": "models/x", "shadow_path": "models/x"})
+
+
+def test_exactly_once_needs_a_transaction_timeout_beyond_a_checkpoint() -> None:
+    with pytest.raises(ValueError, match=r"kafka.transaction_timeout_ms \(20000\) must exceed"):
+        Settings(kafka={"delivery": "exactly_once", "transaction_timeout_ms": 20_000})
+    assert Settings(kafka={"delivery": "exactly_once"}).kafka.transaction_timeout_ms == 60_000
+    with pytest.raises(ValueError, match="delivery"):
+        Settings(kafka={"delivery": "twice"})
