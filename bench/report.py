@@ -102,7 +102,8 @@ def _delivery(dl: dict[str, Any]) -> list[str]:
     ]
     for client, d in dl.items():
         for mode, m in d["median"].items():
-            lines.append(f"| {client} | {mode} | {fmt(m['events_per_s'])} | {m['p50_ms']} | {m['p99_ms']} |")
+            lat = [f"{m[k]:,.1f}" if m[k] is not None else "–" for k in ("p50_ms", "p99_ms")]
+            lines.append(f"| {client} | {mode} | {fmt(m['events_per_s'])} | {lat[0]} | {lat[1]} |")
     return [*lines, ""]
 
 

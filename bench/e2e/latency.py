@@ -51,6 +51,7 @@ class AlertReader:
         self.detected: dict[str, float] = {}  # event id -> the alert's detected_at
         self.read_upto: dict[int, int] = {}  # last offset read per partition (diagnosis)
         self.errors: list[str] = []  # consumer errors and undecodable alerts (diagnosis)
+        self.last_at = time.monotonic()  # when the last alert was read
         self.cons = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -76,6 +77,7 @@ class AlertReader:
                 self.errors.append(f"{time.time():.3f} {m.error()}")
                 continue
             now = time.time()
+            self.last_at = time.monotonic()
             self.read_upto[m.partition()] = m.offset()
             try:
                 a = orjson.loads(m.value() or b"{}")
@@ -84,9 +86,13 @@ class AlertReader:
             except Exception as exc:  # noqa: BLE001 - recorded, and the reader goes on
                 self.errors.append(f"{now:.3f} {m.partition()}:{m.offset()} {exc!r}")
 
-    def wait_for(self, ids: dict[str, float], timeout: float) -> None:
+    def wait_for(self, ids: dict[str, float], timeout: float, quiet: float = 2.0) -> None:
+        """Until every id's alert is read, or none has come for `quiet` seconds (some anomalies
+        never alert), or `timeout`."""
         end = time.monotonic() + timeout
-        while len(self.got) < len(ids) and time.monotonic() < end:
+        while time.monotonic() < end and time.monotonic() - self.last_at < quiet:
+            if all(k in self.got for k in ids):
+                break
             time.sleep(0.1)
         self._stop.set()
         self._thread.join(5)
@@ -235,7 +241,9 @@ def latency(
     if len(lines) < n_lead + n:
         raise ValueError(f"{len(lines)} lines for {n_lead + n} events ({lead_s:.0f} s lead-in + {seconds:.0f} s)")
     load = offer(bootstrap, topic, lines[: n_lead + n], rate, n_lead, tag)
-    reader.wait_for(load["sent"], 30)
+    # exactly_once: alerts come when their transaction commits, every checkpoint interval.
+    quiet = 2.0 + (s.state.checkpoint_interval_seconds + 2.0 if delivery == "exactly_once" else 0.0)
+    reader.wait_for(load["sent"], 30, quiet)
     watch.stop()
     if DIAGNOSE:
         print(f"reader stopped {time.time():.3f}; errors: {reader.errors[:10]}")
