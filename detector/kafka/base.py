@@ -12,10 +12,12 @@ Nothing outside this package imports kafka-python or confluent-kafka.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
+from detector.config import KafkaConfig
 from detector.exceptions import DetectorError
 
 Partition = tuple[str, int]
@@ -164,6 +166,21 @@ class Client(Protocol):
         """Per partition of `topic`, the first offset whose record timestamp is at or after
         `ts_ms` (Kafka's offsets-for-times), or its end offset when none is (or `ts_ms` is None)."""
         ...
+
+
+def isolation(cfg: KafkaConfig) -> str:
+    """What the daemon's consumers read: only committed transactions with exactly_once."""
+    return "read_committed" if cfg.delivery == "exactly_once" else "read_uncommitted"
+
+
+def paused_past_session(polled_at: float, session_timeout_ms: int) -> str | None:
+    """A process paused (stopped, swapped out) past the group's session timeout since its last
+    poll (`polled_at`, time.monotonic()) has been evicted, whatever its client believes until its
+    next heartbeat: the reason, or None."""
+    gap = time.monotonic() - polled_at
+    if gap * 1000 > session_timeout_ms:
+        return f"{gap:.1f}s since the last poll, over kafka.session_timeout_ms: the group has moved on"
+    return None
 
 
 def read_changelog(client: Client, topic: str, partition: int) -> Iterator[tuple[str, bytes | None]]:
