@@ -286,10 +286,8 @@ class Detector:
                 m.labels(champion=self.artifact.version, challenger=c.version, kind=kind).inc(n)
 
     def _maybe_reload(self) -> None:
-        if self.shadow_watch is not None and self.challenger is not None:
-            rival = self.shadow_watch.poll(self.challenger.version)
-        elif self.shadow_watch is not None:
-            rival = self.shadow_watch.poll(self.artifact.version)
+        if self.shadow_watch is not None:  # a new challenger (the one in shadow, or the champion's version: none)
+            rival = self.shadow_watch.poll((self.challenger or self.champion).version)
         else:
             rival = None
         if rival is not None and rival.version != self.artifact.version:
