@@ -145,10 +145,13 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 @pytest.fixture
 def scraped_detector(  # type: ignore[no-untyped-def]
-    broker, default_names, small_settings, model_dir, test_file, tmp_path: Path
+    broker, default_names, small_settings, model_dir, rival_dir, test_file, tmp_path: Path
 ) -> Iterator[tuple[Detector, Prometheus]]:
     data = settings_for(small_settings, broker.bootstrap, default_names, model_dir).model_dump()
     data["state"]["checkpoint_interval_seconds"] = 1.0
+    # A challenger in shadow, so the dashboard's champion-and-challenger row has its series too.
+    data["model"]["shadow_path"] = rival_dir
+    data["kafka"]["shadow_alerts_topic"] = f"shadow-{default_names['input']}"
     app = Detector(type(small_settings)(**data))
     t = threading.Thread(target=app.run, kwargs={"timeout": 400}, daemon=True)
     t.start()
