@@ -33,6 +33,7 @@ from detector.core.features import FeatureSpec
 from detector.core.scoring import LstmWeights, Normalizer
 from detector.core.threshold import Threshold
 from detector.exceptions import ModelError
+from detector.offline.keras_file import KerasFileError, read_weights
 from detector.runtime import filtered_native_stderr
 
 # 2: calibrated surprise (evidence of tail probabilities, a profile part, 256-bit novelty sketches)
@@ -149,8 +150,17 @@ def weights_of(model: Any, initial_state: dict[str, Any] | None = None) -> LstmW
     layers = [tuple(np.asarray(a, dtype=np.float32) for a in lstm.get_weights()) for lstm in lstm_layers(model)]
     if not layers:
         raise ValueError("no layer named 'lstm'")
+    decoder = tuple(np.asarray(a, dtype=np.float32) for a in model.get_layer("decoder").get_weights())
+    return weights_from(layers, decoder, initial_state)
+
+
+def weights_from(
+    layers: list[tuple[np.ndarray, ...]], decoder: tuple[np.ndarray, ...], initial_state: dict[str, Any] | None
+) -> LstmWeights:
+    """LstmWeights of each LSTM layer's (kernel, recurrent, bias), bottom first, and the decoder's
+    (kernel, bias), with the learned initial state when the metadata has one."""
     (k, r, b), stack = layers[0], tuple(layers[1:])
-    dk, db = (np.asarray(a, dtype=np.float32) for a in model.get_layer("decoder").get_weights())
+    dk, db = decoder
     if initial_state is None:
         return LstmWeights(k, r, b, dk, db, stack=stack)  # type: ignore[arg-type]
     h0, c0 = (np.asarray(initial_state[key], dtype=np.float32) for key in ("h", "c"))
@@ -262,16 +272,12 @@ def load_artifact(path: Path, spec: FeatureSpec | None = None) -> Artifact:
         diff = _spec_difference(meta.get("features", {}), spec.describe())
         if diff:
             raise ModelError(f"model {path} does not match the running config: {diff}")
-    keras = keras_env()
+    try:  # read without Keras: no TensorFlow in the daemon, and nothing in the file is executed
+        lstms, decoder = read_weights(model_file)
+    except KerasFileError as exc:
+        raise ModelError(f"{model_file}: refused or unreadable ({str(exc)[:300]})") from None
     try:
-        model = keras.saving.load_model(model_file, safe_mode=True, compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise ModelError(f"{model_file}: refused or unreadable ({type(exc).__name__}: {str(exc)[:200]})") from None
-    layer_types = {type(layer).__name__ for layer in model.layers}
-    if "Lambda" in layer_types:
-        raise ModelError(f"{model_file}: Lambda layers are refused")
-    try:
-        weights = weights_of(model, meta.get("initial_state"))
+        weights = weights_from(lstms, decoder, meta.get("initial_state"))
     except ValueError as exc:
         raise ModelError(f"{model_file}: not a detector model ({exc})") from None
     window = int(meta["window"])

@@ -25,11 +25,11 @@ def test_bench_smoke_writes_json_and_markdown(tmp_path: Path) -> None:
     for client in ("kafka-python", "confluent"):
         c = data["e2e"]["clients"][client]
         assert c["detector"]["events"] == data["e2e"]["events"]
-        assert [x["offered_per_s"] for x in c["latency"]] == [1000, 5000]
+        assert [x["offered_per_s"] for x in c["latency"]] == [5000]
         # The percentiles are over the window after the lead-in; the lead-in's anomalies are apart.
         assert all(x["lead_in_s"] > 0 and x["anomalies"] == x["sent"] // 50 for x in c["latency"])
     assert [x["processes"] for x in data["e2e"]["scale_out"]] == [1, 2]
-    for client in ("kafka-python", "confluent"):
+    for client in ("confluent",):  # the smoke run measures delivery on one client
         modes = data["e2e"]["delivery"][client]["median"]
         assert set(modes) == {"at_least_once", "exactly_once"} and all(m["events_per_s"] > 0 for m in modes.values())
     assert data["shadow"]["throughput"]["cost_ratio"] > 0
