@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import threading
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -46,7 +47,7 @@ def assert_exactly_once(bootstrap: str, names: dict[str, str], s: Settings, mode
     """Every event's alert once in the read_committed view, each with the uninterrupted score."""
     got = committed_alerts(bootstrap, names["alerts"])
     seen = [str(a["alert_id"]) for a in got]
-    dupes = {a for a in seen if seen.count(a) > 1}
+    dupes = {a for a, k in Counter(seen).items() if k > 1}
     assert not dupes, f"{len(dupes)} alerts committed twice, e.g. {sorted(dupes)[:3]}\n{logs[-3000:]}"
     missing = set(ids) - {str(a["event_id"]) for a in got}
     assert not missing, f"{len(missing)} events without a committed alert, e.g. {sorted(missing)[:3]}\n{logs[-3000:]}"
