@@ -52,5 +52,8 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def fmt(x: float) -> str:
+def fmt(x: float | None) -> str:
+    """A figure for the tables; a dash where the run had none (too few events to time)."""
+    if x is None:
+        return "–"
     return f"{x:,.0f}" if x >= 100 else f"{x:.2f}"

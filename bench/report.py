@@ -223,7 +223,7 @@ def _e2e(e: dict[str, Any]) -> list[str]:
         lines += [
             f"Scale-out, one consumer group on an {one['partitions']}-partition topic ({one['events']:,} events, "
             f"`{e['restart'].get('client', '')}`): 1 process {fmt(one['events_per_s'])} events/s, 2 processes "
-            f"{fmt(two['events_per_s'])} events/s ({e['scale_out_ratio']:.2f}x). This machine has 2 cores and "
+            f"{fmt(two['events_per_s'])} events/s ({fmt(e['scale_out_ratio'])}x). This machine has 2 cores and "
             "the broker runs on them too, so a second process mostly competes for the same CPU.",
             "",
         ]

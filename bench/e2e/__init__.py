@@ -101,10 +101,10 @@ def run(smoke: bool = False) -> dict[str, Any]:
         scale = lines[: 5_000 if smoke else 600_000]
         out["scale_out"] = [scale_out(base, broker.bootstrap, model, scale, k, tmp, fast) for k in (1, 2)]
         one, two = (x["events_per_s"] for x in out["scale_out"])
-        out["scale_out_ratio"] = two / one
+        out["scale_out_ratio"] = two / one if one and two else None
         print(
-            f"  scale-out ({fast}, 8 partitions): 1 process {one:,.0f} ev/s, 2 processes {two:,.0f} ev/s "
-            f"({two / one:.2f}x; 2 cores shared with the broker)",
+            f"  scale-out ({fast}, 8 partitions): 1 process {one or 0:,.0f} ev/s, 2 processes {two or 0:,.0f} ev/s "
+            f"({out['scale_out_ratio'] or 0:.2f}x; 2 cores shared with the broker; 0: too few events to time)",
             flush=True,
         )
         out["delivery"] = {  # smoke: one client (the bench code is the same for both)
