@@ -7,8 +7,9 @@ A `.keras` file is a zip of `config.json` (the layer graph) and `model.weights.h
 layer's variables under `layers/<snake_case class name>[_<n>]/.../vars/<i>`, numbered in the
 graph's layer order). Only the three layer types a detector model is built of are accepted, with
 the activations the NumPy scorer computes; nothing in the file is executed (stricter than Keras's
-safe mode, which refuses only Lambda layers). Whether the weights belong to the metadata beside
-them is checked by the caller, from their hash (detector.offline.model.load_artifact).
+safe mode, which refuses a Lambda layer's code but builds any layer class it knows). Whether the
+weights belong to the metadata beside them is checked by the caller, from their hash
+(detector.offline.model.load_artifact).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     model = build_model(n_features, units=32, window=16, seed=7)   # trained by detector.offline.training
     save_artifact(model, make_metadata(...), Path("models/default"))
-    art = load_artifact(Path("models/default"), spec)               # ModelError when incompatible
+    art = load_artifact(Path("models/default"), spec)               # no TensorFlow; ModelError when incompatible
     art.weights, art.norm, art.threshold                            # what the scorer needs (NumPy)
 
 The Keras model maps (x[B,T,F], h0[B,U], c0[B,U]) to (y[B,T,W*F], h_T, c_T): an LSTM whose
@@ -254,7 +254,8 @@ def _spec_difference(saved: dict[str, Any], running: dict[str, Any]) -> str | No
 
 
 def load_artifact(path: Path, spec: FeatureSpec | None = None) -> Artifact:
-    """Load with Keras safe mode; refuse pickles, Lambda layers and a mismatched feature spec."""
+    """Load without Keras (detector.offline.keras_file); refuse pickles, layers other than a
+    detector model's, weights of another model and a mismatched feature spec."""
     path = Path(path)
     meta_file, model_file = path / "metadata.json", path / "model.keras"
     if not meta_file.is_file() or not model_file.is_file():
