@@ -129,6 +129,40 @@ class TransactionalSink(Sink, Protocol):
     def abort(self, timeout: float) -> None: ...
 
 
+class OpensTransactions:
+    """What both clients' transactional sinks share: the first record after a commit or an abort
+    opens the next transaction, so one never spans loop iterations idle. Mixed in before the
+    client's sink, which gives `_producer`; `_client_errors()` names the client's exception types."""
+
+    _producer: Any
+    _open = False
+    opened_at: float | None = None  # time.monotonic() of the open transaction's first record
+
+    def _client_errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        track: bool = True,
+    ) -> Any:
+        self._begin()
+        return super().send(topic, key, value, headers, partition, track)  # type: ignore[misc]
+
+    def _begin(self) -> None:
+        if not self._open:
+            try:
+                self._producer.begin_transaction()
+            except self._client_errors() as exc:
+                raise DeliveryFailed(f"beginning a transaction: {exc}") from None
+            self._open = True
+            self.opened_at = time.monotonic()
+
+
 class Admin(Protocol):
     def partition_count(self, topic: str) -> int:
         """Partitions of an existing topic (0 if it does not exist)."""

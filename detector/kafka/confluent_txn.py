@@ -5,25 +5,22 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from detector.config import KafkaConfig
 from detector.exceptions import KafkaUnavailable
-from detector.kafka.base import REQUEST_TIMEOUT_MS, DeliveryFailed, Partition
-from detector.kafka.confluent import ConfluentSink, _Delivery, confluent_options
+from detector.kafka.base import REQUEST_TIMEOUT_MS, DeliveryFailed, OpensTransactions, Partition
+from detector.kafka.confluent import ConfluentSink, confluent_options
 
 log = logging.getLogger(__name__)
 
 
-class ConfluentTransactionalSink(ConfluentSink):
+class ConfluentTransactionalSink(OpensTransactions, ConfluentSink):
     """detector.kafka.base.TransactionalSink on librdkafka's transactional producer."""
 
     def __init__(self, cfg: KafkaConfig, transactional_id: str, timeout_ms: int) -> None:
         super().__init__(cfg)
         self.transactional_id, self.timeout_ms = transactional_id, timeout_ms
-        self._open = False
-        self.opened_at: float | None = None  # time.monotonic() of the open transaction's first record
         self._stuck: threading.Thread | None = None  # a commit still waiting in librdkafka
 
     def __enter__(self) -> ConfluentTransactionalSink:
@@ -49,28 +46,10 @@ class ConfluentTransactionalSink(ConfluentSink):
             raise KafkaUnavailable(f"initialising transactions ({self.transactional_id}): {exc}") from None
         return self
 
-    def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        track: bool = True,
-    ) -> _Delivery:
-        self._begin()
-        return super().send(topic, key, value, headers, partition, track)
-
-    def _begin(self) -> None:
+    def _client_errors(self) -> tuple[type[BaseException], ...]:
         from confluent_kafka import KafkaException
 
-        if not self._open:
-            try:
-                self._producer.begin_transaction()
-            except KafkaException as exc:
-                raise DeliveryFailed(f"beginning a transaction: {exc}") from None
-            self._open = True
-            self.opened_at = time.monotonic()
+        return (KafkaException,)
 
     def commit(self, offsets: dict[Partition, int], source: Any, timeout: float) -> None:
         """Send the offsets and commit, on a helper thread waited for at most `timeout`: librdkafka

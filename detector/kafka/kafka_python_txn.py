@@ -10,21 +10,19 @@ from typing import Any
 
 from detector.config import KafkaConfig
 from detector.exceptions import KafkaUnavailable
-from detector.kafka.base import REQUEST_TIMEOUT_MS, DeliveryFailed, Partition
+from detector.kafka.base import REQUEST_TIMEOUT_MS, DeliveryFailed, OpensTransactions, Partition
 from detector.kafka.kafka_python import KafkaSink, client_options
 
 log = logging.getLogger(__name__)
 
 
-class KafkaTransactionalSink(KafkaSink):
+class KafkaTransactionalSink(OpensTransactions, KafkaSink):
     """detector.kafka.base.TransactionalSink on kafka-python's transactional producer. Its
     commit and abort wait at most `timeout` (the producer's own calls wait without end)."""
 
     def __init__(self, cfg: KafkaConfig, transactional_id: str, timeout_ms: int) -> None:
         super().__init__(cfg)
         self.transactional_id, self.timeout_ms = transactional_id, timeout_ms
-        self._open = False
-        self.opened_at: float | None = None  # time.monotonic() of the open transaction's first record
 
     def __enter__(self) -> KafkaTransactionalSink:
         from kafka import KafkaProducer
@@ -48,28 +46,10 @@ class KafkaTransactionalSink(KafkaSink):
             raise KafkaUnavailable(f"initialising transactions ({self.transactional_id}): {exc}") from None
         return self
 
-    def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        track: bool = True,
-    ) -> Any:
-        self._begin()
-        return super().send(topic, key, value, headers, partition, track)
-
-    def _begin(self) -> None:
+    def _client_errors(self) -> tuple[type[BaseException], ...]:
         from kafka.errors import KafkaError
 
-        if not self._open:
-            try:
-                self._producer.begin_transaction()
-            except KafkaError as exc:
-                raise DeliveryFailed(f"beginning a transaction: {exc}") from None
-            self._open = True
-            self.opened_at = time.monotonic()
+        return (KafkaError,)
 
     def _wait(self, result: Any, timeout: float, what: str) -> None:
         self._producer._sender.wakeup()

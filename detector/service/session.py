@@ -77,6 +77,9 @@ class Session:
         # Input partitions held, kept by the rebalance callbacks (safe to read from any thread,
         # unlike the client's own assignment()).
         self.assigned: frozenset[Partition] = frozenset()
+        # Revoked or lost, and not assigned again since: a poll that ran the callback may still hand
+        # back records of these that were fetched before it; their new owner reads them instead.
+        self.revoked: set[Partition] = set()
         self.ever_assigned = False
         self.rebalancing = False
         self.failing = False  # closing after a failure: hand partitions over without committing
@@ -181,6 +184,13 @@ class Session:
         records = self.source.poll()
         if self._callback_error is not None:
             raise self._callback_error
+        if self.revoked and records:
+            kept = [r for r in records if (r.topic, r.partition) not in self.revoked]
+            if len(kept) < len(records):
+                # Scored here, their alerts would commit without their offsets (this member no
+                # longer commits for the partition) and the new owner would alert on them again.
+                log.info("%d records of revoked partitions left to their new owner", len(records) - len(kept))
+            records = kept
         self._backpressure()
         return records
 
@@ -240,6 +250,7 @@ class Session:
             return
         self.owner.metrics.rebalances.inc()
         self.rebalancing = True
+        self.revoked |= set(partitions)
         if self.failing:
             self.assigned = self.assigned - set(partitions)
             return
@@ -265,6 +276,7 @@ class Session:
             return
         self.owner.metrics.rebalances.inc()
         self.rebalancing = True
+        self.revoked |= set(partitions)
         self.assigned = self.assigned - set(partitions)
         dropped = self.owner.drop_partitions({p for t, p in partitions if t == self.cfg.input_topic})
         log.warning("partitions lost (evicted from the group): %s, %d streams dropped", sorted(partitions), dropped)
@@ -279,6 +291,7 @@ class Session:
             self._callback_error = exc
             return
         self.assigned = self.assigned | set(partitions)
+        self.revoked -= set(partitions)
         self.ever_assigned = self.ever_assigned or bool(partitions)
         self.rebalancing = False
         log.info("partitions assigned: %s (%d streams restored)", sorted(partitions), restored)
