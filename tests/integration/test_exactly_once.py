@@ -95,15 +95,20 @@ def test_sigkill_repeatedly_each_alert_committed_once(  # type: ignore[no-untype
     assert sorted(by_kcat) == sorted(str(a["alert_id"]) for a in got)
 
 
+def two_instances(base: Settings, bootstrap: str, names: dict[str, str], model_dir: Path, data: Path,
+                  tmp: Path) -> tuple[Settings, Settings, list[bytes], list[str]]:  # fmt: skip
+    """Instances A and B of one group (their own transactional ids and folders), the events, their ids."""
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    lines = list(read_jsonl(data))
+    ids = [orjson.loads(x)["event_id"] for x in lines]
+    return eos(base, bootstrap, names, model_dir, "a"), eos(base, bootstrap, names, model_dir, "b"), lines, ids
+
+
 def test_two_instances_rebalance_under_load_each_alert_once(  # type: ignore[no-untyped-def]
     broker, names, small_settings, model_dir, test_file, tmp_path: Path
 ) -> None:
-    sa = eos(small_settings, broker.bootstrap, names, model_dir, "a")
-    sb = eos(small_settings, broker.bootstrap, names, model_dir, "b")
-    lines = list(read_jsonl(test_file))
-    ids = [orjson.loads(x)["event_id"] for x in lines]
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
+    sa, sb, lines, ids = two_instances(small_settings, broker.bootstrap, names, model_dir, test_file, tmp_path)
     with contextlib.ExitStack() as stack:
         a = stack.enter_context(Daemon(sa, model_dir, tmp_path / "a"))
         wait_for(lambda: a.states[-1:] == [200], 120, "A ready")
@@ -151,12 +156,7 @@ def assigned_inputs(log: str, topic: str) -> int:
 def test_a_fenced_zombie_cannot_commit(  # type: ignore[no-untyped-def]
     broker, names, small_settings, model_dir, test_file, tmp_path: Path
 ) -> None:
-    sa = eos(small_settings, broker.bootstrap, names, model_dir, "a")
-    sb = eos(small_settings, broker.bootstrap, names, model_dir, "b")
-    lines = list(read_jsonl(test_file))
-    ids = [orjson.loads(x)["event_id"] for x in lines]
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
+    sa, sb, lines, ids = two_instances(small_settings, broker.bootstrap, names, model_dir, test_file, tmp_path)
     with contextlib.ExitStack() as stack:
         a = stack.enter_context(Daemon(sa, model_dir, tmp_path / "a"))
         wait_for(lambda: a.states[-1:] == [200], 120, "A ready")
