@@ -224,24 +224,50 @@ class Session:
         log.info("every rejected message acknowledged after %d re-sends: input resumed", box.retries)
 
     def _prepare_topics(self) -> None:
+        """Create what is missing; the state and verdicts topics with as many partitions as the input.
+
+        Both must be co-partitioned with the input: range assignment hands partition p of each to
+        the member that holds input partition p, so a stream's state and verdicts reach the member
+        that scores its events. A verdicts topic left to the broker's auto-creation gets the
+        broker's default count, and appearing after the subscription it rebalances the group."""
         k, admin = self.cfg, self.client.admin()
         if k.create_topics:
             admin.ensure_topics(
                 [k.input_topic, k.alerts_topic, k.dead_letter_topic] + ([k.shadow_alerts_topic] if self.shadow else [])
             )
             admin.ensure_topics(
-                [k.state_topic], compacted=[k.state_topic], partitions=admin.partition_count(k.input_topic)
+                [k.state_topic, k.verdicts_topic],
+                compacted=[k.state_topic],
+                partitions=admin.partition_count(k.input_topic),
             )
-        n_in, n_state = admin.partition_count(k.input_topic), admin.partition_count(k.state_topic)
+
+        def counts() -> tuple[int, int, int]:
+            c = admin.partition_count
+            return c(k.input_topic), c(k.state_topic), c(k.verdicts_topic)
+
+        n_in, n_state, n_verdicts = counts()
         deadline = time.monotonic() + TOPIC_METADATA_S
-        while k.create_topics and (n_in == 0 or n_state < n_in) and time.monotonic() < deadline:
+        while k.create_topics and (n_in == 0 or n_state < n_in or n_verdicts == 0) and time.monotonic() < deadline:
             # Topics created a moment ago: their partitions show in the metadata within a second.
             time.sleep(0.2)  # startup only, bounded by the deadline; each try is a metadata request
-            n_in, n_state = admin.partition_count(k.input_topic), admin.partition_count(k.state_topic)
+            n_in, n_state, n_verdicts = counts()
         if n_state < n_in:
             raise DetectorError(
                 f"state topic {k.state_topic} has {n_state} partitions, fewer than the "
                 f"{n_in} of {k.input_topic}: it must have at least as many"
+            )
+        if n_verdicts not in (0, n_in):
+            raise DetectorError(
+                f"verdicts topic {k.verdicts_topic} has {n_verdicts} partitions, the input topic "
+                f"{k.input_topic} {n_in}: they must have as many (kafka.verdicts_topic), or verdicts "
+                "reach members that do not hold their streams"
+            )
+        if n_verdicts == 0:
+            log.warning(
+                "verdicts topic %s does not exist: create it with %d partitions, as the input has; "
+                "until then no verdict is read",
+                k.verdicts_topic,
+                n_in,
             )
 
     # -- rebalance callbacks (run inside poll, between batches) ------------------------------

@@ -13,6 +13,8 @@ import orjson
 import pytest
 
 from detector.config import Settings
+from detector.exceptions import DetectorError
+from detector.kafka.factory import client_for
 from detector.jsonl import read_jsonl
 from detector.service.loop import Detector
 from tests.helpers import wait_for
@@ -184,3 +186,18 @@ def test_events_to_alerts_and_dead_letters(broker, names, small_settings, model_
     ):
         assert name in metrics, name
     assert 'detector_dead_letter_total{reason="oversized"} 1.0' in metrics
+    # The verdicts topic was created with the input, co-partitioned, before the subscription: no
+    # topic appeared under the group after it joined, so it was assigned once and never rebalanced.
+    admin = client_for(s.kafka).admin()
+    assert admin.partition_count(names["verdicts"]) == admin.partition_count(names["input"]) == 4
+    assert "detector_rebalances_total 1.0" in metrics  # the one assignment
+
+
+def test_verdicts_topic_not_co_partitioned_stops_startup(broker, names, small_settings, model_dir) -> None:  # type: ignore[no-untyped-def]
+    s = settings_for(small_settings, broker.bootstrap, names, model_dir)
+    admin = client_for(s.kafka).admin()
+    admin.ensure_topics([names["input"]], partitions=4)
+    admin.ensure_topics([names["verdicts"]], partitions=1)
+    wait_for(lambda: admin.partition_count(names["verdicts"]) == 1, 10, "the verdicts topic")
+    with pytest.raises(DetectorError, match=r"verdicts topic .* has 1 partitions.*4.*kafka\.verdicts_topic"):
+        Detector(s).run(timeout=30)
