@@ -185,27 +185,33 @@ class KafkaSource:
             isolation_level=isolation(self.cfg),
             **client_options(self.cfg),
         )
-        self._await_topic_metadata()
         self._consumer.subscribe(self.topics, listener=Listener())
+        self._await_topic_metadata()
         return self
 
     def _await_topic_metadata(self) -> None:
-        """Know the input topic's partitions before joining the group. A group whose leader joined
-        without them (a topic created a moment before, leaders still being elected) assigned
-        nothing, and kafka-python never rebalanced afterwards: two CI runs waited minutes with no
-        partitions (and a busy poll loop). A topic that does not exist yet is waited for up to the
-        deadline, then subscribed to all the same."""
+        """Know the subscribed topics' partitions before the first poll joins the group.
+
+        A group whose leader joined without the input's partitions (a topic created a moment
+        before, leaders still being elected) assigned nothing, and kafka-python never rebalanced
+        afterwards: two CI runs waited minutes with no partitions. And the metadata must be
+        fetched after subscribing: the coordinator snapshots the subscribed topics' partitions on
+        each metadata update, and a group joined before any update since the subscription keeps
+        an empty snapshot, which the next update contradicts: one needless rebalance right after
+        the first assignment (readiness flipped to 503 for a moment; seen in CI). A topic that
+        does not exist yet is waited for up to the deadline, then joined all the same."""
         from kafka.errors import KafkaError
 
         deadline = time.monotonic() + TOPIC_WAIT_S
         while True:
             try:
+                self._consumer.topics()  # a metadata request, whatever the cache holds
                 if self._consumer.partitions_for_topic(self.cfg.input_topic):
                     return
             except KafkaError as exc:
                 raise KafkaUnavailable(f"cannot read the metadata of {self.cfg.input_topic}: {exc}") from None
             if time.monotonic() >= deadline:
-                log.warning("input topic %s has no partitions yet: subscribing anyway", self.cfg.input_topic)
+                log.warning("input topic %s has no partitions yet: joining the group anyway", self.cfg.input_topic)
                 return
             time.sleep(0.2)  # startup only, bounded by the deadline; each try is a metadata request
 

@@ -14,8 +14,8 @@ import pytest
 
 from detector.config import Settings
 from detector.exceptions import DetectorError
-from detector.kafka.factory import client_for
 from detector.jsonl import read_jsonl
+from detector.kafka.factory import client_for
 from detector.service.loop import Detector
 from tests.helpers import wait_for
 from tests.integration.kafka_io import committed, end_offsets, produce, read_all
@@ -186,8 +186,10 @@ def test_events_to_alerts_and_dead_letters(broker, names, small_settings, model_
     ):
         assert name in metrics, name
     assert 'detector_dead_letter_total{reason="oversized"} 1.0' in metrics
-    # The verdicts topic was created with the input, co-partitioned, before the subscription: no
-    # topic appeared under the group after it joined, so it was assigned once and never rebalanced.
+    # The verdicts topic was created co-partitioned with the input before the subscription, and the
+    # member fetched metadata after subscribing: one assignment, no rebalance after it (kafka-python
+    # rebalanced once more right after the first assignment; see KafkaSource._await_topic_metadata
+    # in detector/kafka/kafka_python.py).
     admin = client_for(s.kafka).admin()
     assert admin.partition_count(names["verdicts"]) == admin.partition_count(names["input"]) == 4
     assert "detector_rebalances_total 1.0" in metrics  # the one assignment
