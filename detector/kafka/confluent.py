@@ -415,7 +415,10 @@ class ConfluentClient:
         from confluent_kafka import KafkaException
 
         try:
-            meta = self._admin().list_topics(topic, timeout=REQUEST_TIMEOUT_MS / 1000)
+            # Every topic's metadata, not the one named: librdkafka's admin client, a producer
+            # underneath, asks the broker to auto-create a topic it names (allow.auto.create.topics
+            # defaults to true for producers), which would leave it with the broker's default count.
+            meta = self._admin().list_topics(timeout=REQUEST_TIMEOUT_MS / 1000)
         except KafkaException as exc:
             where = self.cfg.bootstrap_servers
             raise KafkaUnavailable(f"cannot read the metadata of {topic} at {where}: {exc}") from None

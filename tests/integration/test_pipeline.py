@@ -203,3 +203,13 @@ def test_verdicts_topic_not_co_partitioned_stops_startup(broker, names, small_se
     wait_for(lambda: admin.partition_count(names["verdicts"]) == 1, 10, "the verdicts topic")
     with pytest.raises(DetectorError, match=r"verdicts topic .* has 1 partitions.*4.*kafka\.verdicts_topic"):
         Detector(s).run(timeout=30)
+
+
+def test_reading_a_missing_topics_partitions_does_not_create_it(broker, names, small_settings, model_dir) -> None:  # type: ignore[no-untyped-def]
+    # The broker auto-creates topics (deploy/kafka/broker), with its default partition count, for a
+    # metadata request that names them and allows it: a count read before the daemon creates the
+    # verdicts topic (detector train --topic reads it) must not leave one with the wrong count.
+    admin = client_for(settings_for(small_settings, broker.bootstrap, names, model_dir).kafka).admin()
+    assert admin.partition_count(names["verdicts"]) == 0
+    assert admin.ensure_topics([names["verdicts"]], partitions=2) == [names["verdicts"]]  # it did not exist
+    wait_for(lambda: admin.partition_count(names["verdicts"]) == 2, 10, "the topic as created")
