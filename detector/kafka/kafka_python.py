@@ -182,9 +182,17 @@ class KafkaSource:
             # Range: partition p of every subscribed topic goes to the same member, so co-partitioned
             # topics (the input and the verdicts) stay together (see Client.source).
             partition_assignment_strategy=(RangePartitionAssignor,),
+            # Topics are created by the daemon (kafka.create_topics) or by their owners, never by a
+            # subscription: the broker's auto-creation ignores co-partitioning (as confluent's default).
+            allow_auto_create_topics=False,
             isolation_level=isolation(self.cfg),
             **client_options(self.cfg),
         )
+        # kafka-python 3.0.12 accepts allow_auto_create_topics but builds the metadata that sends
+        # the requests without it (its ClusterMetadata never sees it): set it where they read it.
+        cluster_cfg = getattr(getattr(self._consumer, "_cluster", None), "config", None)
+        if isinstance(cluster_cfg, dict):
+            cluster_cfg["allow_auto_create_topics"] = False
         self._consumer.subscribe(self.topics, listener=Listener())
         self._await_topic_metadata()
         return self

@@ -213,3 +213,27 @@ def test_reading_a_missing_topics_partitions_does_not_create_it(broker, names, s
     assert admin.partition_count(names["verdicts"]) == 0
     assert admin.ensure_topics([names["verdicts"]], partitions=2) == [names["verdicts"]]  # it did not exist
     wait_for(lambda: admin.partition_count(names["verdicts"]) == 2, 10, "the topic as created")
+
+
+def test_a_missing_verdicts_topic_is_not_auto_created_by_the_subscription(  # type: ignore[no-untyped-def]
+    broker, names, small_settings, model_dir, caplog
+) -> None:
+    base = settings_for(small_settings, broker.bootstrap, names, model_dir)
+    data = base.model_dump()
+    data["kafka"]["create_topics"] = False
+    s = Settings(**data)
+    admin = client_for(s.kafka).admin()
+    admin.ensure_topics([names["input"], names["alerts"], names["dlq"]])
+    admin.ensure_topics([names["state"]], compacted=[names["state"]], partitions=4)
+    wait_for(lambda: admin.partition_count(names["state"]) == 4, 10, "the state topic")
+    app = Detector(s)
+    t = threading.Thread(target=app.run, kwargs={"timeout": 120}, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: app.ready(), 60, "partition assignment")
+    finally:
+        app.stop()
+        t.join(30)
+    assert not t.is_alive()
+    assert f"verdicts topic {names['verdicts']} does not exist" in caplog.text
+    assert admin.partition_count(names["verdicts"]) == 0  # left to whoever owns it
